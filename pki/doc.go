@@ -1,0 +1,18 @@
+// Package pki is ztgate's identity layer: a built-in certificate authority that
+// issues SPIFFE X.509-SVIDs, one-time join tokens for enrolment, strict
+// per-trust-domain peer verification, automatic SVID rotation and the TLS 1.3
+// configurations that tie them together.
+//
+// The CA is an ECDSA P-256 root (ten years) and an intermediate (one year,
+// path length zero, name-constrained to the trust domain's spiffe:// URIs). Every
+// leaf it signs carries exactly one URI SAN, the SPIFFE ID the CA decided on,
+// whatever the certificate request asked for.
+//
+// Everything here fails closed. [TrustBundles.Verify] rejects a peer unless its
+// leaf is a well-formed X509-SVID that chains to the roots of the peer's own
+// trust domain (never to a shared pool), and says why with a [PeerError] code the
+// gateway can audit. The CA refuses identities outside its trust domain, join
+// tokens that are forged, expired or already redeemed, and any TTL it cannot
+// honour. A [Source] that cannot renew keeps serving its current SVID until it
+// expires, after which handshakes fail rather than fall back to anything weaker.
+package pki
