@@ -21,8 +21,8 @@ const (
 	pemPrivateKey  = "PRIVATE KEY"
 )
 
-// readBounded reads at most DefaultMaxPEMBytes from path and fails if the file
-// is larger.
+// readBounded reads path whole, failing rather than reading more than limit
+// bytes.
 func readBounded(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
