@@ -1,0 +1,135 @@
+package httpadapter
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"gopkg.in/yaml.v3"
+
+	"github.com/ztgate/ztgate/internal/yamlconf"
+)
+
+// DefaultBackendTimeout bounds the wait for a backend's response headers.
+const DefaultBackendTimeout = 30 * time.Second
+
+// Config is a connector's YAML configuration.
+type Config struct {
+	// Gateway is the gateway's UDP address, host:port.
+	Gateway string `yaml:"gateway"`
+	// GatewayID is the SPIFFE ID the gateway must present; by default any /gateway/ ID of the
+	// connector's own trust domain.
+	GatewayID string `yaml:"gateway_id"`
+	// SPIFFEID is this connector's identity.
+	SPIFFEID string `yaml:"spiffe_id"`
+	// StateDir holds svid.pem, svid.key and bundle.pem.
+	StateDir string `yaml:"state_dir"`
+	// JoinToken (or JoinTokenFile) enrols the connector when StateDir holds no SVID yet.
+	JoinToken     string `yaml:"join_token"`
+	JoinTokenFile string `yaml:"join_token_file"`
+	// TrustBundle is the city's bundle file; after enrolment the one in StateDir is used.
+	TrustBundle string `yaml:"trust_bundle"`
+	// Expose maps a service name to the local backend that serves it.
+	Expose map[string]Expose `yaml:"expose"`
+	// Consume offers local HTTP ports for remote services.
+	Consume []Consume `yaml:"consume"`
+}
+
+// Expose is one backend behind a service. In YAML it may be just the URL.
+type Expose struct {
+	URL     string        `yaml:"url"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// UnmarshalYAML accepts `service: http://127.0.0.1:9001` as well as the full form.
+func (e *Expose) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&e.URL)
+	}
+	type plain Expose
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*e = Expose(p)
+	return nil
+}
+
+// Consume is one local port bound to one remote service.
+type Consume struct {
+	Listen  string `yaml:"listen"`
+	Service string `yaml:"service"`
+	Purpose string `yaml:"purpose"`
+}
+
+// LoadConfig reads and validates a connector config; relative paths are taken from the file's folder.
+func LoadConfig(path string) (*Config, error) {
+	var c Config
+	if err := yamlconf.DecodeFile(path, &c); err != nil {
+		return nil, err
+	}
+	base := filepath.Dir(path)
+	for _, p := range []*string{&c.StateDir, &c.TrustBundle, &c.JoinTokenFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate checks the config the same way Run relies on it.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Gateway); err != nil {
+		errs = append(errs, fmt.Errorf("gateway: %w", err))
+	}
+	id, err := spiffeid.FromString(c.SPIFFEID)
+	if err != nil || id.Path() == "" {
+		errs = append(errs, fmt.Errorf("spiffe_id: %q is not a SPIFFE ID with a path", c.SPIFFEID))
+	}
+	if c.GatewayID != "" {
+		if _, err := spiffeid.FromString(c.GatewayID); err != nil {
+			errs = append(errs, fmt.Errorf("gateway_id: %w", err))
+		}
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir is required"))
+	}
+	if c.JoinToken != "" && c.JoinTokenFile != "" {
+		errs = append(errs, errors.New("join_token and join_token_file are exclusive"))
+	}
+	for svc, e := range c.Expose {
+		u, err := url.Parse(e.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("expose %s: url %q must be http(s)://host[:port]", svc, e.URL))
+		}
+		if e.Timeout < 0 {
+			errs = append(errs, fmt.Errorf("expose %s: negative timeout", svc))
+		}
+	}
+	seen := map[string]bool{}
+	for i, cs := range c.Consume {
+		if _, _, err := net.SplitHostPort(cs.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("consume[%d].listen: %w", i, err))
+		}
+		if seen[cs.Listen] && !strings.HasSuffix(cs.Listen, ":0") {
+			errs = append(errs, fmt.Errorf("consume[%d].listen: %s used twice", i, cs.Listen))
+		}
+		seen[cs.Listen] = true
+		if cs.Service == "" {
+			errs = append(errs, fmt.Errorf("consume[%d].service is required", i))
+		}
+	}
+	if len(c.Expose) == 0 && len(c.Consume) == 0 {
+		errs = append(errs, errors.New("nothing to do: neither expose nor consume is set"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,298 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/internal/yamlconf"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
+)
+
+// Config is the gateway's YAML configuration (`ztgate gateway --config gateway.yaml`). Relative
+// paths are taken from the config file's folder.
+type Config struct {
+	// Listen is the UDP address of the QUIC port.
+	Listen string `yaml:"listen"`
+	// SPIFFEID is the gateway's own identity, e.g. spiffe://city.example.vn/gateway/gw-1.
+	SPIFFEID string `yaml:"spiffe_id"`
+	// Country goes into every policy input's context.
+	Country string `yaml:"country"`
+	// CADir holds the built-in CA (`ztgate pki init`).
+	CADir string `yaml:"ca_dir"`
+	// SVIDTTL is the lifetime of SVIDs the gateway issues (its own, renewals, enrolments).
+	SVIDTTL time.Duration `yaml:"svid_ttl"`
+	// Federation lists partner trust domains and their bundle files.
+	Federation []Federation `yaml:"federation"`
+	Policy     PolicyConfig `yaml:"policy"`
+	Audit      AuditConfig  `yaml:"audit"`
+	Limits     Limits       `yaml:"limits"`
+	// Services holds per-service settings.
+	Services map[string]ServiceOptions `yaml:"services"`
+}
+
+// Federation trusts one partner trust domain through its bundle file.
+type Federation struct {
+	TrustDomain string `yaml:"trust_domain"`
+	BundleFile  string `yaml:"bundle_file"`
+}
+
+// PolicyConfig selects the policy bundle.
+type PolicyConfig struct {
+	Bundle   string        `yaml:"bundle"`
+	Query    string        `yaml:"query"`
+	Deadline time.Duration `yaml:"deadline"`
+}
+
+// AuditConfig selects the audit log.
+type AuditConfig struct {
+	// Path is the SQLite file.
+	Path string `yaml:"path"`
+	// KeyDir holds the checkpoint signing key pair; created with the log on first start.
+	KeyDir string `yaml:"key_dir"`
+	// Origin names the log in its checkpoints; defaults to the gateway's ID without the scheme.
+	Origin string `yaml:"origin"`
+}
+
+// LoadConfig reads, resolves and validates a gateway config file.
+func LoadConfig(path string) (*Config, error) {
+	var c Config
+	if err := yamlconf.DecodeFile(path, &c); err != nil {
+		return nil, err
+	}
+	c.resolve(filepath.Dir(path))
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) resolve(base string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	abs(&c.CADir)
+	abs(&c.Policy.Bundle)
+	abs(&c.Audit.Path)
+	abs(&c.Audit.KeyDir)
+	for i := range c.Federation {
+		abs(&c.Federation[i].BundleFile)
+	}
+}
+
+// Validate checks what can be checked without touching files.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	id, err := spiffeid.FromString(c.SPIFFEID)
+	if err != nil || id.Path() == "" {
+		errs = append(errs, fmt.Errorf("spiffe_id: %q is not a SPIFFE ID with a path", c.SPIFFEID))
+	}
+	if c.CADir == "" {
+		errs = append(errs, errors.New("ca_dir is required (create one with `ztgate pki init`)"))
+	}
+	if c.SVIDTTL < 0 || c.SVIDTTL > pki.MaxSVIDTTL {
+		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
+	}
+	for i, f := range c.Federation {
+		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("federation[%d].trust_domain: %w", i, err))
+		} else if err == nil && id.TrustDomain() == td {
+			errs = append(errs, fmt.Errorf("federation[%d]: %s is the gateway's own trust domain", i, td))
+		}
+		if f.BundleFile == "" {
+			errs = append(errs, fmt.Errorf("federation[%d].bundle_file is required", i))
+		}
+	}
+	if c.Policy.Bundle == "" {
+		errs = append(errs, errors.New("policy.bundle is required"))
+	}
+	if c.Policy.Deadline < 0 {
+		errs = append(errs, errors.New("policy.deadline must not be negative"))
+	}
+	if c.Audit.Path == "" {
+		errs = append(errs, errors.New("audit.path is required"))
+	}
+	for svc := range c.Services {
+		if !serviceName.MatchString(svc) {
+			errs = append(errs, fmt.Errorf("services: %q is not a service name (owner.name)", svc))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) keyDir() string {
+	if c.Audit.KeyDir != "" {
+		return c.Audit.KeyDir
+	}
+	return filepath.Dir(c.Audit.Path)
+}
+
+func (c *Config) origin() string {
+	if c.Audit.Origin != "" {
+		return c.Audit.Origin
+	}
+	return strings.TrimPrefix(c.SPIFFEID, "spiffe://")
+}
+
+// Runtime is a gateway with everything it owns, built from a Config.
+type Runtime struct {
+	Config  *Config
+	Gateway *Gateway
+	Policy  *policies.Engine
+	Audit   *audit.Log
+	Source  *pki.Source
+	CA      *pki.CA
+	Ledger  *pki.TokenLedger
+	Bundles *pki.TrustBundles
+	logger  *slog.Logger
+}
+
+// Build constructs everything the config describes. With checkOnly it stops before creating or
+// opening anything on disk that a running gateway would write (the audit log, the token ledger):
+// `ztgate validate` and `ztgate gateway` run this same code.
+func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) (*Runtime, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	id, _ := spiffeid.FromString(c.SPIFFEID)
+	rt := &Runtime{Config: c, logger: logger}
+	ca, err := pki.LoadCA(c.CADir, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	if ca.TrustDomain() != id.TrustDomain() {
+		return nil, fmt.Errorf("CA in %s is for %s, gateway is in %s", c.CADir, ca.TrustDomain(), id.TrustDomain())
+	}
+	rt.CA = ca
+	rt.Bundles = pki.NewTrustBundles()
+	rt.Bundles.Set(ca.TrustDomain(), ca.Roots())
+	for _, f := range c.Federation {
+		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
+		if err := rt.Bundles.LoadFile(td, f.BundleFile); err != nil {
+			return nil, fmt.Errorf("federation %s: %w", td, err)
+		}
+	}
+	rt.Policy, err = policies.NewEngine(ctx, policies.Options{
+		Bundle: c.Policy.Bundle, Query: c.Policy.Query, Deadline: c.Policy.Deadline,
+		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading policy: %w", err)
+	}
+	ttl := c.SVIDTTL
+	if ttl == 0 {
+		ttl = pki.DefaultSVIDTTL
+	}
+	svid, err := ca.Issue(id, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("issuing the gateway's SVID: %w", err)
+	}
+	rt.Source = pki.NewSource(svid, pki.RenewWith(ca, ttl), logger.With("component", "svid"), time.Now)
+
+	keyDir := c.keyDir()
+	signerPath := filepath.Join(keyDir, audit.SignerKeyFile)
+	_, keyErr := os.Stat(signerPath)
+	_, dbErr := os.Stat(c.Audit.Path)
+	if keyErr != nil && dbErr == nil {
+		return nil, fmt.Errorf("audit log %s exists but its signing key %s is missing: refusing to start a log under a new key", c.Audit.Path, signerPath)
+	}
+	if checkOnly {
+		if keyErr == nil {
+			if _, err := audit.LoadSigner(signerPath); err != nil {
+				return nil, err
+			}
+		}
+		return rt, nil
+	}
+	if keyErr != nil {
+		if _, _, err := audit.WriteKeyPair(keyDir, c.origin()); err != nil {
+			return nil, fmt.Errorf("creating audit key: %w", err)
+		}
+		logger.Info("created audit checkpoint key", "dir", keyDir, "origin", c.origin())
+	}
+	signer, err := audit.LoadSigner(signerPath)
+	if err != nil {
+		return nil, err
+	}
+	rt.Audit, err = audit.Open(ctx, audit.Options{Path: c.Audit.Path, Origin: c.origin(), Signer: signer, Logger: logger.With("component", "audit")})
+	if err != nil {
+		return nil, fmt.Errorf("opening audit log: %w", err)
+	}
+	rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
+	if err != nil {
+		rt.Audit.Close()
+		return nil, fmt.Errorf("opening join token ledger: %w", err)
+	}
+	rt.Gateway, err = New(Options{
+		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
+		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
+		Logger: logger.With("component", "gateway"),
+	})
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	return rt, nil
+}
+
+// Run listens and serves until ctx is done, renewing the gateway's SVID and watching the bundle.
+func (rt *Runtime) Run(ctx context.Context) error {
+	pc, err := net.ListenPacket("udp", rt.Config.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", rt.Config.Listen, err)
+	}
+	return rt.Serve(ctx, pc)
+}
+
+// Serve is Run on an existing socket.
+func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
+	go func() { _ = rt.Source.Run(ctx) }()
+	go func() { _ = rt.Policy.Watch(ctx) }()
+	return rt.Gateway.Serve(ctx, pc)
+}
+
+// Close releases the audit log (writing a final checkpoint) and the ledger.
+func (rt *Runtime) Close() error {
+	var errs []error
+	if rt.Audit != nil {
+		errs = append(errs, rt.Audit.Close())
+	}
+	if rt.Ledger != nil {
+		errs = append(errs, rt.Ledger.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// enrolCertificate presents the gateway's chain up to the root on enrolment connections, so a
+// newcomer can check it against the root pinned in its join token.
+func enrolCertificate(src *pki.Source, iss Issuer) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := src.GetCertificate(hi)
+		if err != nil || iss == nil {
+			return c, err
+		}
+		cc := *c
+		cc.Certificate = append(append([][]byte(nil), c.Certificate...), iss.Roots()[0].Raw)
+		return &cc, nil
+	}
+}

@@ -1,0 +1,488 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/policies"
+)
+
+// Obligations the gateway knows how to carry out. The policy engine denies any other.
+var KnownObligations = []string{"audit_note", "strip_response_headers"}
+
+// responder is how the pipeline answers a consumer, whichever protocol it came in on.
+type responder interface {
+	// refuse answers with an error before any response was started.
+	refuse(e *wire.Error)
+	// start sends the response head.
+	start(resp *wire.Response) error
+	write(p []byte) error
+	// finish completes the body; only called once the outcome record is durable.
+	finish() error
+	// abort breaks off a started response so the consumer sees a failure, not a short body.
+	abort(e *wire.Error)
+}
+
+// consumerRequest is one exchange as the consumer asked for it.
+type consumerRequest struct {
+	peer    peer
+	service string
+	method  string
+	rawPath string
+	query   string
+	purpose string
+	headers wire.Headers
+	body    io.Reader // streamed; nil for no body
+}
+
+func newExchangeID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var methodToken = func() [256]bool {
+	var t [256]bool
+	for _, c := range "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" {
+		t[c] = true
+	}
+	return t
+}()
+
+func validMethod(m string) bool {
+	if m == "" || len(m) > 32 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !methodToken[m[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+func validPurpose(p string) bool {
+	if len(p) > 64 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *Gateway) input(action string, p peer, svc, method, path, purpose string, h wire.Headers) *policies.Input {
+	dest, ok := g.opts.Policy.Service(svc)
+	if !ok {
+		dest = policies.Destination{Service: svc}
+	}
+	dest.Service = svc
+	hdrs := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			hdrs[strings.ToLower(k)] = v[0]
+		}
+	}
+	return &policies.Input{
+		Action:      action,
+		Source:      policies.Source{SPIFFEID: p.id.String(), TrustDomain: p.id.TrustDomain().Name(), Attributes: map[string]any{}},
+		Destination: dest,
+		Request:     policies.Request{Method: method, Path: path, Purpose: purpose, Headers: hdrs},
+		Context:     policies.Context{Time: g.now().UTC(), Gateway: g.opts.ID.String(), Country: g.opts.Country},
+	}
+}
+
+func (g *Gateway) decisionRecord(kind, xid string, p peer, in *policies.Input, d policies.Decision) *audit.Record {
+	rec := &audit.Record{
+		Kind: kind, Time: g.now().UTC(), Gateway: g.opts.ID.String(), Exchange: xid,
+		Source: p.id.String(), Remote: p.remote, Service: in.Destination.Service,
+		Method: in.Request.Method, Path: in.Request.Path, Purpose: in.Request.Purpose,
+		PolicyRevision: d.Revision, Obligations: obligationsJSON(d.Obligations),
+	}
+	switch {
+	case d.Allow:
+		rec.Decision = "allow"
+	case d.NoDecision:
+		rec.Decision = "no-decision"
+	default:
+		rec.Decision = "deny"
+	}
+	for _, r := range d.Reasons {
+		rec.Reasons = append(rec.Reasons, audit.Reason{Code: r.Code, Message: r.Message})
+	}
+	return rec
+}
+
+// precheck refuses what must not reach policy at all, with a reason code and an error code.
+func (g *Gateway) precheck(req *consumerRequest) (path string, reason policies.Reason, code string) {
+	if g.now().After(req.peer.notAfter) {
+		return "", policies.Reason{Code: "expired_svid", Message: "the connection's SVID expired at " + req.peer.notAfter.UTC().Format(time.RFC3339) + "; reconnect with a fresh one"}, CodeUnauthenticated
+	}
+	if !g.limiter.allow(req.peer.id.String()) {
+		return "", policies.Reason{Code: "rate_limited", Message: "too many exchanges from this identity"}, CodeRateLimited
+	}
+	if !serviceName.MatchString(req.service) {
+		return "", policies.Reason{Code: "bad_service", Message: "service names look like owner.name"}, CodeBadRequest
+	}
+	if !validMethod(req.method) {
+		return "", policies.Reason{Code: "bad_method", Message: "invalid method"}, CodeBadRequest
+	}
+	if !validPurpose(req.purpose) {
+		return "", policies.Reason{Code: "bad_purpose", Message: "purpose must be a short lower-case word"}, CodeBadRequest
+	}
+	p, err := NormalizePath(req.rawPath)
+	if err != nil {
+		return "", policies.Reason{Code: "bad_path", Message: err.Error()}, CodeBadRequest
+	}
+	return p, policies.Reason{}, ""
+}
+
+func (g *Gateway) bodyLimit(svc string) int64 {
+	if s, ok := g.opts.Services[svc]; ok && s.MaxBodyBytes > 0 {
+		return s.MaxBodyBytes
+	}
+	return g.limits.MaxBodyBytes
+}
+
+// exchange runs the pipeline for one consumer request.
+func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out responder) {
+	start := g.now()
+	xid := newExchangeID()
+	path, pre, preCode := g.precheck(req)
+	var d policies.Decision
+	var in *policies.Input
+	if preCode != "" {
+		in = g.input("exchange", req.peer, req.service, req.method, truncate(req.rawPath, 512), req.purpose, nil)
+		d = policies.Decision{Reasons: []policies.Reason{pre}}
+	} else {
+		in = g.input("exchange", req.peer, req.service, req.method, path, req.purpose, req.headers)
+		d = g.opts.Policy.Decide(ctx, in)
+	}
+	rec := g.decisionRecord("decision", xid, req.peer, in, d)
+	idx, err := g.opts.Audit.Append(ctx, rec)
+	if err != nil {
+		g.logger.ErrorContext(ctx, "audit log unavailable: refusing exchange", "exchange", xid, "peer", req.peer.id.String(), "service", req.service, "err", err)
+		out.refuse(wireError(CodeUnavailable, "audit log unavailable: exchange refused"))
+		return
+	}
+	if !d.Allow {
+		code := preCode
+		if code == "" {
+			code = CodeDenied
+			if d.NoDecision {
+				code = CodeNoDecision
+			}
+		}
+		e := wireError(code, "exchange refused")
+		e.Reasons, e.Exchange, e.AuditIndex = toWireReasons(d.Reasons), xid, &idx
+		g.logger.InfoContext(ctx, "exchange refused", "exchange", xid, "peer", req.peer.id.String(), "service", req.service, "reasons", reasonCodes(d.Reasons), "audit_index", idx)
+		out.refuse(e)
+		return
+	}
+	o := &outcome{g: g, xid: xid, idx: idx, start: start, peer: req.peer, service: req.service, method: req.method, path: path, purpose: req.purpose}
+	if note, ok := d.Obligations["audit_note"].(string); ok {
+		o.note = truncate(note, 512)
+	}
+	g.relay(ctx, req, path, d, o, out)
+}
+
+// outcome accumulates what happened after an allow, for the outcome record.
+type outcome struct {
+	g                     *Gateway
+	xid                   string
+	idx                   uint64
+	start                 time.Time
+	peer                  peer
+	service, method, path string
+	purpose, note         string
+	status                int
+	errMsg                string
+	reqBytes, respBytes   int64
+	reqSum, respSum       string
+}
+
+func (o *outcome) record(ctx context.Context) error {
+	idx := o.idx
+	rec := &audit.Record{
+		Kind: "outcome", Time: o.g.now().UTC(), Gateway: o.g.opts.ID.String(), Exchange: o.xid, DecisionIndex: &idx,
+		Source: o.peer.id.String(), Service: o.service, Method: o.method, Path: o.path, Purpose: o.purpose,
+		Status: o.status, Error: o.errMsg, RequestBytes: o.reqBytes, ResponseBytes: o.respBytes,
+		RequestSHA256: o.reqSum, ResponseSHA256: o.respSum, DurationMicros: o.g.now().Sub(o.start).Microseconds(), Note: o.note,
+	}
+	_, err := o.g.opts.Audit.Append(ctx, rec)
+	if err != nil {
+		o.g.logger.ErrorContext(ctx, "audit log unavailable: outcome not recorded", "exchange", o.xid, "err", err)
+	}
+	return err
+}
+
+// fail records a failed outcome and tells the consumer.
+func (o *outcome) fail(ctx context.Context, out responder, started bool, e *wire.Error) {
+	o.status, o.errMsg = e.Status, e.Message
+	_ = o.record(ctx)
+	e.Exchange, e.AuditIndex = o.xid, &o.idx
+	if started {
+		out.abort(e)
+	} else {
+		out.refuse(e)
+	}
+}
+
+var hopHeaders = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "proxy-authenticate": true,
+	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true,
+}
+
+func forwardable(name string) bool {
+	l := strings.ToLower(name)
+	return !hopHeaders[l] && !strings.HasPrefix(l, "ztgate-")
+}
+
+func filterHeaders(h wire.Headers, drop map[string]bool) wire.Headers {
+	out := make(wire.Headers, len(h))
+	for k, v := range h {
+		if forwardable(k) && !drop[strings.ToLower(k)] {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
+}
+
+func (h *hashingReader) sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
+
+func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, d policies.Decision, o *outcome, out responder) {
+	prov := g.routes.pick(req.service)
+	if prov == nil {
+		o.fail(ctx, out, false, wireError(CodeUnavailable, "no provider is connected for "+req.service))
+		return
+	}
+	octx, cancel := context.WithTimeout(ctx, DefaultOpenStreamTimeout)
+	str, err := prov.conn.OpenStreamSync(octx)
+	cancel()
+	if err != nil {
+		o.fail(ctx, out, false, wireError(CodeUnavailable, "provider unreachable: "+err.Error()))
+		return
+	}
+	defer str.Close()
+	limit := g.bodyLimit(req.service)
+	fwd := &wire.Request{
+		Service: req.service, Method: req.method, Path: path, Query: req.query, Purpose: req.purpose,
+		Headers: filterHeaders(req.headers, nil), Exchange: o.xid, Source: req.peer.id.String(),
+	}
+	if err := wire.WriteJSON(str, wire.TypeRequest, fwd); err != nil {
+		str.CancelRead(0)
+		o.fail(ctx, out, false, wireError(CodeBadGateway, "sending request to provider: "+err.Error()))
+		return
+	}
+
+	// Request body: consumer → provider, concurrently with the response.
+	hr := &hashingReader{r: emptyIfNil(req.body), h: sha256.New()}
+	var reqErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bw := wire.NewBodyWriter(str, limit)
+		buf := make([]byte, 32<<10)
+		_, err := io.CopyBuffer(bw, io.LimitReader(hr, limit+1), buf)
+		if err == nil && hr.n > limit {
+			err = fmt.Errorf("%w: request body exceeds %d bytes", wire.ErrTooLarge, limit)
+		}
+		if err == nil {
+			_, err = bw.Close()
+		}
+		if err != nil {
+			reqErr = err
+			str.CancelWrite(0)
+		}
+	}()
+
+	r := wire.NewReader(str, g.limits.MaxHeaderBytes)
+	str.SetReadDeadline(g.now().Add(DefaultProviderTimeout))
+	var resp wire.Response
+	err = r.ReadJSON(wire.TypeResponse, &resp)
+	str.SetReadDeadline(time.Time{})
+	if err != nil {
+		str.CancelRead(0)
+		str.CancelWrite(0)
+		wg.Wait()
+		o.reqBytes, o.reqSum = hr.n, hr.sum()
+		o.fail(ctx, out, false, g.relayError("provider", err, reqErr))
+		return
+	}
+	if resp.Status < 100 || resp.Status > 599 {
+		str.CancelRead(0)
+		str.CancelWrite(0)
+		wg.Wait()
+		o.fail(ctx, out, false, wireError(CodeBadGateway, fmt.Sprintf("provider sent invalid status %d", resp.Status)))
+		return
+	}
+	drop := map[string]bool{}
+	if hs, ok := d.Obligations["strip_response_headers"].([]any); ok {
+		for _, h := range hs {
+			if s, ok := h.(string); ok {
+				drop[strings.ToLower(s)] = true
+			}
+		}
+	}
+	idx := o.idx
+	head := &wire.Response{Status: resp.Status, Headers: filterHeaders(resp.Headers, drop), Exchange: o.xid, AuditIndex: &idx}
+	if err := out.start(head); err != nil {
+		str.CancelRead(0)
+		str.CancelWrite(0)
+		wg.Wait()
+		o.status, o.errMsg = resp.Status, "consumer went away: "+err.Error()
+		o.reqBytes, o.reqSum = hr.n, hr.sum()
+		_ = o.record(ctx)
+		return
+	}
+	br := wire.NewBodyReader(r, limit)
+	buf := make([]byte, 32<<10)
+	var bodyErr error
+	for {
+		n, err := br.Read(buf)
+		if n > 0 {
+			if werr := out.write(buf[:n]); werr != nil {
+				bodyErr = fmt.Errorf("consumer went away: %w", werr)
+				break
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			bodyErr = err
+			break
+		}
+	}
+	if bodyErr != nil {
+		str.CancelRead(0)
+		str.CancelWrite(0)
+	}
+	wg.Wait()
+	o.status = resp.Status
+	o.reqBytes, o.reqSum = hr.n, hr.sum()
+	o.respBytes, o.respSum = br.Sum()
+	if bodyErr == nil && reqErr != nil && !errors.Is(reqErr, context.Canceled) {
+		// The provider answered before reading the whole request; that is its right (e.g. 413).
+		var se *quic.StreamError
+		if !errors.As(reqErr, &se) {
+			bodyErr = reqErr
+		}
+	}
+	if bodyErr != nil {
+		o.fail(ctx, out, true, g.relayError("provider", bodyErr, nil))
+		return
+	}
+	if err := o.record(ctx); err != nil {
+		out.abort(wireError(CodeUnavailable, "audit log unavailable: outcome not recorded"))
+		return
+	}
+	_ = out.finish()
+}
+
+func emptyIfNil(r io.Reader) io.Reader {
+	if r == nil {
+		return strings.NewReader("")
+	}
+	return r
+}
+
+func (g *Gateway) relayError(who string, err, reqErr error) *wire.Error {
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		e := *we
+		if e.Status < 400 || e.Status > 599 {
+			e.Status = http.StatusBadGateway
+		}
+		e.Reasons = nil
+		return &e
+	case reqErr != nil && errors.Is(reqErr, wire.ErrTooLarge):
+		return wireError(CodeTooLarge, reqErr.Error())
+	case errors.Is(err, wire.ErrTooLarge):
+		return wireError(CodeTooLarge, who+" response: "+err.Error())
+	case errors.Is(err, wire.ErrIntegrity):
+		return wireError(CodeIntegrity, err.Error())
+	case isTimeout(err):
+		return wireError(CodeTimeout, who+" did not answer in time")
+	default:
+		return wireError(CodeBadGateway, who+": "+err.Error())
+	}
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+// exchangeAdapter serves a consumer REQUEST that arrived over ztgate/1.
+func (g *Gateway) exchangeAdapter(ctx context.Context, p peer, str *quic.Stream, r *wire.Reader, req *wire.Request) {
+	body := wire.NewBodyReader(r, g.bodyLimit(req.Service))
+	cr := &consumerRequest{
+		peer: p, service: req.Service, method: req.Method, rawPath: req.Path, query: req.Query,
+		purpose: req.Purpose, headers: req.Headers, body: body,
+	}
+	g.exchange(ctx, cr, &adapterResponder{g: g, str: str})
+}
+
+type adapterResponder struct {
+	g   *Gateway
+	str *quic.Stream
+	bw  *wire.BodyWriter
+}
+
+func (a *adapterResponder) refuse(e *wire.Error) {
+	_ = wire.WriteJSON(a.str, wire.TypeError, e)
+	a.str.CancelRead(0)
+}
+
+func (a *adapterResponder) start(resp *wire.Response) error {
+	a.bw = wire.NewBodyWriter(a.str, 0)
+	return wire.WriteJSON(a.str, wire.TypeResponse, resp)
+}
+
+func (a *adapterResponder) write(p []byte) error {
+	_, err := a.bw.Write(p)
+	return err
+}
+
+func (a *adapterResponder) finish() error {
+	_, err := a.bw.Close()
+	return err
+}
+
+func (a *adapterResponder) abort(e *wire.Error) {
+	_ = wire.WriteJSON(a.str, wire.TypeError, e)
+	a.str.CancelRead(0)
+}

@@ -1,0 +1,509 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
+
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
+)
+
+// Decider decides exchanges and announcements. Decide never allows when it cannot decide: an error,
+// timeout or malformed result comes back as a denial with NoDecision set.
+type Decider interface {
+	Decide(ctx context.Context, in *policies.Input) policies.Decision
+	Service(name string) (policies.Destination, bool)
+}
+
+// AuditLog makes records durable. An error means the record is not durable and the caller must
+// refuse whatever the record was about.
+type AuditLog interface {
+	Append(ctx context.Context, rec *audit.Record) (uint64, error)
+}
+
+// Issuer signs SVIDs for renewals and join-token enrolments. Optional: without one the gateway
+// refuses RENEW and ENROL.
+type Issuer interface {
+	Sign(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error)
+	Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error)
+	TrustDomain() spiffeid.TrustDomain
+	Roots() []*x509.Certificate
+}
+
+// ServiceOptions are per-service settings.
+type ServiceOptions struct {
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Options configure a Gateway. Source, Bundles, Policy and Audit are required.
+type Options struct {
+	ID       spiffeid.ID
+	Country  string
+	Source   *pki.Source
+	Bundles  *pki.TrustBundles
+	Policy   Decider
+	Audit    AuditLog
+	Issuer   Issuer
+	Ledger   *pki.TokenLedger
+	SVIDTTL  time.Duration
+	Limits   Limits
+	Services map[string]ServiceOptions
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Gateway serves the QUIC port. Create it with New, run it with Serve.
+type Gateway struct {
+	opts        Options
+	limits      Limits
+	logger      *slog.Logger
+	now         func() time.Time
+	routes      *routes
+	limiter     *identityLimiter
+	authLog     *rate.Limiter
+	conns       atomic.Int64
+	authDropped atomic.Int64
+	tlsConf     *tls.Config
+	h3          *http3.Server
+	wg          sync.WaitGroup
+}
+
+// New validates opts and builds a Gateway.
+func New(opts Options) (*Gateway, error) {
+	if opts.Source == nil || opts.Bundles == nil || opts.Policy == nil || opts.Audit == nil {
+		return nil, errors.New("gateway: source, bundles, policy and audit are required")
+	}
+	if opts.ID.IsZero() {
+		return nil, errors.New("gateway: spiffe id is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.SVIDTTL <= 0 {
+		opts.SVIDTTL = pki.DefaultSVIDTTL
+	}
+	g := &Gateway{
+		opts:    opts,
+		limits:  opts.Limits.withDefaults(),
+		logger:  opts.Logger,
+		now:     opts.Now,
+		routes:  newRoutes(),
+		authLog: rate.NewLimiter(DefaultAuthAuditRate, DefaultAuthAuditRate),
+	}
+	g.limiter = newIdentityLimiter(g.limits.RatePerIdentity, g.limits.BurstPerIdentity, DefaultMaxTrackedIdentities, g.now)
+	g.tlsConf = g.serverTLSConfig()
+	g.h3 = &http3.Server{
+		Handler:        http.HandlerFunc(g.serveHTTP),
+		MaxHeaderBytes: g.limits.MaxHeaderBytes,
+		Logger:         g.logger,
+	}
+	return g, nil
+}
+
+// QUICConfig returns the transport settings the gateway listens with.
+func (g *Gateway) QUICConfig() *quic.Config {
+	return &quic.Config{
+		MaxIncomingStreams:    int64(g.limits.MaxStreamsPerConn),
+		MaxIncomingUniStreams: 16, // HTTP/3 control and QPACK streams
+		MaxIdleTimeout:        DefaultIdleTimeout,
+		HandshakeIdleTimeout:  5 * time.Second,
+	}
+}
+
+// Serve accepts connections on pc until ctx is done. It owns pc.
+func (g *Gateway) Serve(ctx context.Context, pc net.PacketConn) error {
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(g.tlsConf, g.QUICConfig())
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	g.logger.InfoContext(ctx, "gateway listening", "addr", pc.LocalAddr().String(), "id", g.opts.ID.String())
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		tr.Close()
+	}()
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				g.h3.Close()
+				g.wg.Wait()
+				return nil
+			}
+			return fmt.Errorf("accepting: %w", err)
+		}
+		if g.conns.Add(1) > int64(g.limits.MaxConns) {
+			g.conns.Add(-1)
+			conn.CloseWithError(0x10, "too many connections")
+			continue
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			defer g.conns.Add(-1)
+			g.serveConn(ctx, conn)
+		}()
+	}
+}
+
+// peer is an authenticated participant.
+type peer struct {
+	id       spiffeid.ID
+	notAfter time.Time
+	remote   string
+}
+
+func peerOf(cs tls.ConnectionState, remote net.Addr) (peer, error) {
+	id, err := pki.PeerID(cs)
+	if err != nil {
+		return peer{}, err
+	}
+	p := peer{id: id, notAfter: cs.PeerCertificates[0].NotAfter}
+	if remote != nil {
+		p.remote = remote.String()
+	}
+	return p, nil
+}
+
+func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
+	cs := conn.ConnectionState().TLS
+	switch cs.NegotiatedProtocol {
+	case wire.ALPNEnrol:
+		g.serveEnrol(ctx, conn)
+		return
+	case wire.ALPN, wire.ALPNH3:
+	default:
+		conn.CloseWithError(0x11, "no application protocol")
+		return
+	}
+	p, err := peerOf(cs, conn.RemoteAddr())
+	if err != nil {
+		// The handshake verified the peer, so this cannot happen; refuse anyway.
+		conn.CloseWithError(0x12, "unauthenticated")
+		return
+	}
+	if cs.NegotiatedProtocol == wire.ALPNH3 {
+		if err := g.h3.ServeQUICConn(conn); err != nil && ctx.Err() == nil {
+			g.logger.DebugContext(ctx, "http/3 connection ended", "peer", p.id.String(), "err", err)
+		}
+		return
+	}
+	g.serveAdapter(ctx, conn, p)
+}
+
+func (g *Gateway) serveAdapter(ctx context.Context, conn *quic.Conn, p peer) {
+	prov := &provider{conn: conn, peer: p}
+	for {
+		str, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		go g.serveStream(ctx, prov, str)
+	}
+}
+
+func (g *Gateway) serveStream(ctx context.Context, prov *provider, str *quic.Stream) {
+	defer str.Close()
+	r := wire.NewReader(str, g.limits.MaxHeaderBytes)
+	str.SetReadDeadline(g.now().Add(DefaultFirstFrameTimeout))
+	f, err := r.ReadFrame()
+	if err != nil {
+		g.refuseStream(str, CodeProtocol, fmt.Sprintf("reading first frame: %v", err))
+		return
+	}
+	str.SetReadDeadline(time.Time{})
+	switch f.Type {
+	case wire.TypeHello:
+		var h wire.Hello
+		if err := wire.DecodeJSON(f, &h); err != nil {
+			g.refuseStream(str, CodeProtocol, err.Error())
+			return
+		}
+		g.announce(ctx, prov, str, h)
+	case wire.TypeRequest:
+		var req wire.Request
+		if err := wire.DecodeJSON(f, &req); err != nil {
+			g.refuseStream(str, CodeProtocol, err.Error())
+			return
+		}
+		g.exchangeAdapter(ctx, prov.peer, str, r, &req)
+	case wire.TypeRenew:
+		var rn wire.Renew
+		if err := wire.DecodeJSON(f, &rn); err != nil {
+			g.refuseStream(str, CodeProtocol, err.Error())
+			return
+		}
+		g.renew(ctx, prov.peer, str, rn)
+	default:
+		g.refuseStream(str, CodeProtocol, "unexpected first frame "+wire.TypeName(f.Type))
+	}
+}
+
+func (g *Gateway) refuseStream(str *quic.Stream, code, msg string) {
+	str.SetWriteDeadline(g.now().Add(5 * time.Second))
+	_ = wire.WriteJSON(str, wire.TypeError, wireError(code, msg))
+	str.CancelRead(0)
+}
+
+var serviceName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}\.[a-z0-9][a-z0-9.-]{0,62}$`)
+
+// announce decides, service by service, whether the peer may expose what it announced; it then
+// holds the stream open for the connection's life and withdraws the routes when it closes.
+func (g *Gateway) announce(ctx context.Context, prov *provider, str *quic.Stream, h wire.Hello) {
+	if len(h.Expose) > DefaultMaxAnnounce {
+		g.refuseStream(str, CodeTooLarge, fmt.Sprintf("announces %d services, limit %d", len(h.Expose), DefaultMaxAnnounce))
+		return
+	}
+	var w wire.Welcome
+	w.Accepted = []string{}
+	seen := map[string]bool{}
+	for _, svc := range h.Expose {
+		if seen[svc] {
+			continue
+		}
+		seen[svc] = true
+		if !serviceName.MatchString(svc) {
+			w.Refused = append(w.Refused, wire.Refusal{Service: svc, Reasons: []wire.Reason{{Code: "bad_service_name", Message: "service names look like owner.name"}}})
+			continue
+		}
+		in := g.input("expose", prov.peer, svc, "ANNOUNCE", "/", "", nil)
+		d := g.opts.Policy.Decide(ctx, in)
+		rec := g.decisionRecord("expose", "", prov.peer, in, d)
+		if _, err := g.opts.Audit.Append(ctx, rec); err != nil {
+			g.logger.ErrorContext(ctx, "audit log unavailable: refusing announcement", "peer", prov.peer.id.String(), "err", err)
+			g.refuseStream(str, CodeUnavailable, "audit log unavailable")
+			for _, a := range w.Accepted {
+				g.routes.remove(a, prov)
+			}
+			return
+		}
+		if d.Allow {
+			w.Accepted = append(w.Accepted, svc)
+			g.routes.add(svc, prov)
+			g.logger.InfoContext(ctx, "service exposed", "service", svc, "provider", prov.peer.id.String())
+		} else {
+			w.Refused = append(w.Refused, wire.Refusal{Service: svc, Reasons: toWireReasons(d.Reasons)})
+			g.logger.WarnContext(ctx, "expose refused", "service", svc, "provider", prov.peer.id.String(), "reasons", reasonCodes(d.Reasons))
+		}
+	}
+	defer func() {
+		for _, a := range w.Accepted {
+			g.routes.remove(a, prov)
+		}
+	}()
+	if err := wire.WriteJSON(str, wire.TypeWelcome, w); err != nil {
+		return
+	}
+	// The announce stream lives as long as the announcement; anything sent on it is ignored.
+	_, _ = io.Copy(io.Discard, io.LimitReader(str, 1<<20))
+}
+
+func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.Renew) {
+	if g.opts.Issuer == nil || p.id.TrustDomain() != g.opts.Issuer.TrustDomain() {
+		g.refuseStream(str, CodeDenied, "this gateway does not issue SVIDs for "+p.id.TrustDomain().Name())
+		return
+	}
+	if g.now().After(p.notAfter) {
+		g.refuseStream(str, CodeUnauthenticated, "svid expired; enrol again")
+		return
+	}
+	chain, err := g.opts.Issuer.Sign(rn.CSR, p.id, g.opts.SVIDTTL)
+	rec := &audit.Record{Kind: "enrol", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Source: p.id.String(), Remote: p.remote, Note: "renew"}
+	if err != nil {
+		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: "bad_csr", Message: err.Error()}}
+	} else {
+		rec.Decision = "allow"
+	}
+	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
+		g.refuseStream(str, CodeUnavailable, "audit log unavailable")
+		return
+	}
+	if err != nil {
+		g.refuseStream(str, CodeBadRequest, err.Error())
+		return
+	}
+	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, nil))
+}
+
+func svidFrame(chain, roots []*x509.Certificate) wire.SVID {
+	var s wire.SVID
+	for _, c := range chain {
+		s.Chain = append(s.Chain, c.Raw)
+	}
+	for _, c := range roots {
+		s.Bundle = append(s.Bundle, c.Raw)
+	}
+	return s
+}
+
+// serveEnrol handles one join-token redemption on a connection without a client certificate.
+func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
+	defer conn.CloseWithError(0, "")
+	sctx, cancel := context.WithTimeout(ctx, DefaultFirstFrameTimeout)
+	defer cancel()
+	str, err := conn.AcceptStream(sctx)
+	if err != nil {
+		return
+	}
+	defer str.Close()
+	str.SetReadDeadline(g.now().Add(DefaultFirstFrameTimeout))
+	var e wire.Enrol
+	if err := wire.NewReader(str, g.limits.MaxHeaderBytes).ReadJSON(wire.TypeEnrol, &e); err != nil {
+		g.refuseStream(str, CodeProtocol, err.Error())
+		return
+	}
+	rec := &audit.Record{Kind: "enrol", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Remote: conn.RemoteAddr().String(), Note: "join token"}
+	if g.opts.Issuer == nil || g.opts.Ledger == nil {
+		g.refuseStream(str, CodeDenied, "this gateway does not enrol")
+		return
+	}
+	chain, id, err := g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL)
+	if !id.IsZero() {
+		rec.Source = id.String()
+	}
+	if err != nil {
+		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: "bad_join_token", Message: err.Error()}}
+	} else {
+		rec.Decision = "allow"
+	}
+	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
+		g.logger.ErrorContext(ctx, "audit log unavailable: refusing enrolment", "err", aerr)
+		g.refuseStream(str, CodeUnavailable, "audit log unavailable")
+		return
+	}
+	if err != nil {
+		g.logger.WarnContext(ctx, "enrolment refused", "remote", rec.Remote, "err", err)
+		g.refuseStream(str, CodeDenied, err.Error())
+		return
+	}
+	g.logger.InfoContext(ctx, "participant enrolled", "id", id.String())
+	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, g.opts.Issuer.Roots()))
+	str.Close()
+	// Closing the connection now could drop the answer in flight; the newcomer closes it.
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(DefaultFirstFrameTimeout):
+	}
+}
+
+// serverTLSConfig requires TLS 1.3 and a client SVID verified against its own trust domain's bundle,
+// except for enrolment connections, which carry a join token instead.
+func (g *Gateway) serverTLSConfig() *tls.Config {
+	base := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: g.opts.Source.GetCertificate,
+		NextProtos:     []string{wire.ALPN, wire.ALPNH3},
+		// RequestClientCert (not Require) so that a missing certificate reaches verifyPeer, which
+		// refuses it with an audited reason.
+		ClientAuth: tls.RequestClientCert,
+	}
+	enrol := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: enrolCertificate(g.opts.Source, g.opts.Issuer),
+		NextProtos:     []string{wire.ALPNEnrol},
+		ClientAuth:     tls.NoClientCert,
+	}
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == wire.ALPNEnrol {
+			return enrol, nil
+		}
+		remote := ""
+		if hello.Conn != nil && hello.Conn.RemoteAddr() != nil {
+			remote = hello.Conn.RemoteAddr().String()
+		}
+		c := base.Clone()
+		c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return g.verifyPeer(hello.Context(), raw, remote)
+		}
+		return c, nil
+	}
+	return cfg
+}
+
+func (g *Gateway) verifyPeer(ctx context.Context, raw [][]byte, remote string) error {
+	_, _, err := g.opts.Bundles.Verify(raw, g.now())
+	if err == nil {
+		return nil
+	}
+	code := "bad_svid"
+	var pe *pki.PeerError
+	if errors.As(err, &pe) {
+		code = pe.Code
+	}
+	g.logger.WarnContext(ctx, "handshake refused", "remote", remote, "reason", code, "err", err)
+	if !g.authLog.Allow() {
+		g.authDropped.Add(1)
+		return err
+	}
+	rec := &audit.Record{
+		Kind: "auth", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Remote: remote,
+		Decision: "deny", Reasons: []audit.Reason{{Code: code, Message: err.Error()}},
+	}
+	if len(raw) > 0 {
+		if leaf, perr := x509.ParseCertificate(raw[0]); perr == nil && len(leaf.URIs) > 0 {
+			rec.Note = "claimed " + truncate(leaf.URIs[0].String(), 256)
+		}
+	}
+	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
+		g.logger.ErrorContext(ctx, "audit log unavailable while refusing a handshake", "err", aerr)
+	}
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func toWireReasons(rs []policies.Reason) []wire.Reason {
+	out := make([]wire.Reason, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, wire.Reason{Code: r.Code, Message: r.Message})
+	}
+	return out
+}
+
+func reasonCodes(rs []policies.Reason) []string {
+	out := make([]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.Code)
+	}
+	return out
+}
+
+func obligationsJSON(o map[string]any) json.RawMessage {
+	if len(o) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,315 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"gopkg.in/yaml.v3"
+
+	httpadapter "github.com/ztgate/ztgate/adapters/http"
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
+)
+
+func init() {
+	register("version", "print the version", cmdVersion)
+	register("gateway", "run the QUIC gateway", cmdGateway)
+	register("connect", "join a department's HTTP systems to the exchange (no inbound port)", cmdConnect)
+	register("validate", "check a gateway or connect config with the code that runs it", cmdValidate)
+	register("pki init", "create the built-in CA (root + intermediate) for a trust domain", cmdPKIInit)
+	register("pki token", "issue a one-time join token for one SPIFFE ID", cmdPKIToken)
+	register("pki issue", "issue an SVID directly from the CA (for officers and tests)", cmdPKIIssue)
+	register("policy test", "run a policy bundle's _test.rego tests", cmdPolicyTest)
+	register("audit verify", "recompute the audit log's Merkle tree and check every checkpoint", cmdAuditVerify)
+	register("demo", "run a whole city on loopback and play a scenario", cmdDemo)
+}
+
+func cmdVersion(_ context.Context, env *Env, args []string) error {
+	fs := flags(env, "version", "", "Prints the ztgate version.")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "ztgate %s\n", Version)
+	return nil
+}
+
+func cmdGateway(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "gateway", "--config gateway.yaml", `Runs the gateway: QUIC on the configured UDP port (ALPNs ztgate/1, h3, ztgate-enrol/1),
+the built-in CA, the policy bundle (reloaded on change or SIGHUP) and the SQLite audit log.`)
+	cfgPath := fs.String("config", "", "gateway config file (YAML)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "config"); err != nil {
+		return err
+	}
+	cfg, err := gateway.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	rt, err := gateway.Build(ctx, cfg, env.Logger, false)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := rt.Policy.Reload(ctx); err != nil {
+					env.Logger.Error("policy reload failed; keeping the running bundle", "err", err)
+				} else {
+					env.Logger.Info("policy reloaded", "revision", rt.Policy.Revision())
+				}
+			}
+		}
+	}()
+	return rt.Run(ctx)
+}
+
+func cmdConnect(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "connect", "--config dept.yaml", `Connects a department to the gateway. It dials out (no inbound port), enrols with a
+join token the first time, exposes local HTTP backends as services and offers local HTTP
+ports for the services it consumes.`)
+	cfgPath := fs.String("config", "", "connect config file (YAML)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "config"); err != nil {
+		return err
+	}
+	cfg, err := httpadapter.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	c, err := httpadapter.New(cfg, env.Logger)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+func cmdValidate(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "validate", "[--kind gateway|connect] FILE", `Checks a config file strictly (unknown keys are errors, with their line) and builds what it
+describes with the same constructors the real command uses, without serving.`)
+	kind := fs.String("kind", "auto", "gateway, connect, or auto (by the file's top-level keys)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	path := fs.Arg(0)
+	if *kind == "auto" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		var top map[string]any
+		if err := yaml.Unmarshal(b, &top); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		switch {
+		case top["listen"] != nil:
+			*kind = "gateway"
+		case top["gateway"] != nil:
+			*kind = "connect"
+		default:
+			return fmt.Errorf("%s: cannot tell a gateway config (has listen:) from a connect config (has gateway:); use --kind", path)
+		}
+	}
+	switch *kind {
+	case "gateway":
+		cfg, err := gateway.LoadConfig(path)
+		if err != nil {
+			return err
+		}
+		if _, err := gateway.Build(ctx, cfg, env.Logger, true); err != nil {
+			return err
+		}
+	case "connect":
+		cfg, err := httpadapter.LoadConfig(path)
+		if err != nil {
+			return err
+		}
+		if _, err := httpadapter.New(cfg, env.Logger); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("--kind must be gateway, connect or auto")
+	}
+	fmt.Fprintf(env.Stdout, "%s: valid %s config\n", path, *kind)
+	return nil
+}
+
+func cmdPKIInit(_ context.Context, env *Env, args []string) error {
+	fs := flags(env, "pki init", "--dir DIR --trust-domain TD", "Creates an ECDSA P-256 root and intermediate for a trust domain, and its bundle.pem.")
+	dir := fs.String("dir", "", "folder for the CA files (must not hold a CA yet)")
+	tdName := fs.String("trust-domain", "", "trust domain, e.g. city.example.vn")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "dir", "trust-domain"); err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(*tdName)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.InitCA(*dir, td, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "created CA for %s in %s\ntrust bundle: %s\nroot sha256: %s\n", td, *dir, filepath.Join(*dir, pki.BundleFile), ca.RootSHA256())
+	return nil
+}
+
+func cmdPKIToken(_ context.Context, env *Env, args []string) error {
+	fs := flags(env, "pki token", "--ca DIR --spiffe-id ID [--ttl 10m]", `Issues a one-time join token for one SPIFFE ID. The newcomer puts it in its connect config
+(join_token) and redeems it at the gateway for its first SVID; the token pins the CA's root.`)
+	dir := fs.String("ca", "", "CA folder")
+	id := fs.String("spiffe-id", "", "identity the token enrols")
+	ttl := fs.Duration("ttl", pki.DefaultJoinTokenTTL, "how long the token may be redeemed")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "ca", "spiffe-id"); err != nil {
+		return err
+	}
+	sid, err := spiffeid.FromString(*id)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadCA(*dir, time.Now)
+	if err != nil {
+		return err
+	}
+	tok, err := ca.NewJoinToken(sid, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout, tok)
+	return nil
+}
+
+func cmdPKIIssue(_ context.Context, env *Env, args []string) error {
+	fs := flags(env, "pki issue", "--ca DIR --spiffe-id ID --out DIR [--ttl 1h]", "Issues an SVID (svid.pem, svid.key) and copies the trust bundle (bundle.pem) into --out.")
+	dir := fs.String("ca", "", "CA folder")
+	id := fs.String("spiffe-id", "", "identity to issue")
+	out := fs.String("out", "", "folder for svid.pem, svid.key, bundle.pem")
+	ttl := fs.Duration("ttl", pki.DefaultSVIDTTL, "SVID lifetime")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "ca", "spiffe-id", "out"); err != nil {
+		return err
+	}
+	sid, err := spiffeid.FromString(*id)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadCA(*dir, time.Now)
+	if err != nil {
+		return err
+	}
+	svid, err := ca.Issue(sid, *ttl)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	if err := svid.Save(*out); err != nil {
+		return err
+	}
+	if err := pki.WritePEMCertificates(filepath.Join(*out, "bundle.pem"), ca.Roots()); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "issued %s until %s into %s\n", sid, svid.NotAfter().UTC().Format(time.RFC3339), *out)
+	return nil
+}
+
+func cmdPolicyTest(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "policy test", "[-v] DIR...", "Runs the _test.rego tests of policy bundles with OPA's test runner (the same as `opa test`).")
+	verbose := fs.Bool("v", false, "print every test, not only failures")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	paths := fs.Args()
+	if len(paths) == 0 {
+		paths = []string{"policies/city"}
+	}
+	results, err := policies.RunTests(ctx, paths, *verbose)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range results {
+		if !r.Pass {
+			failed++
+			fmt.Fprintf(env.Stdout, "FAIL %s.%s (%s) %s\n", r.Package, r.Name, r.Duration, r.Err)
+		} else if *verbose {
+			fmt.Fprintf(env.Stdout, "PASS %s.%s (%s)\n", r.Package, r.Name, r.Duration)
+		}
+	}
+	fmt.Fprintf(env.Stdout, "%d tests, %d passed, %d failed\n", len(results), len(results)-failed, failed)
+	if len(results) == 0 {
+		return errors.New("no tests found")
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d policy tests failed", failed)
+	}
+	return nil
+}
+
+func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "audit verify", "--db FILE --key FILE", `Recomputes the Merkle tree from every record, checks every checkpoint's signature and that each
+is consistent with the last, and names the first bad index on failure.`)
+	db := fs.String("db", "", "audit log (SQLite file)")
+	key := fs.String("key", "", "the log's verifier key file ("+audit.VerifierKeyFile+")")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "db", "key"); err != nil {
+		return err
+	}
+	v, err := audit.LoadVerifier(*key)
+	if err != nil {
+		return err
+	}
+	rep, err := audit.Verify(ctx, *db, v, nil)
+	if err != nil {
+		if rep.FirstBad != nil {
+			return fmt.Errorf("log does NOT verify: first bad index %d: %s", *rep.FirstBad, rep.Problem)
+		}
+		return fmt.Errorf("log does NOT verify: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "ok: %d records, %d checkpoints verified\n", rep.Entries, rep.Checkpoints)
+	return nil
+}
+
+func writeTable(env *Env, header []string, rows [][]string) {
+	tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}

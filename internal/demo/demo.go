@@ -1,0 +1,514 @@
+// Package demo brings up a whole city on loopback with the embedded defaults and plays a scenario of
+// allowed and refused exchanges through real QUIC sockets, real certificates, real OPA and a real
+// SQLite audit log, then verifies the log. Run it with `ztgate demo`.
+package demo
+
+import (
+	"context"
+	"crypto/tls"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	httpadapter "github.com/ztgate/ztgate/adapters/http"
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
+)
+
+// Trust domains and identities of the demo city.
+const (
+	CityTD      = "city.example.vn"
+	HospitalTD  = "hospital-a.example.sg"
+	GatewayID   = "spiffe://city.example.vn/gateway/gw-1"
+	HealthID    = "spiffe://city.example.vn/dept/health"
+	CadastreID  = "spiffe://city.example.vn/dept/cadastre"
+	TransportID = "spiffe://city.example.vn/dept/transport"
+	OpsID       = "spiffe://city.example.vn/ops/center"
+	ForecastID  = "spiffe://city.example.vn/forecast/sim"
+	HospitalID  = "spiffe://hospital-a.example.sg/ehr"
+)
+
+// Options control a demo run.
+type Options struct {
+	Dir    string // state folder; a temporary one when empty
+	Keep   bool   // keep serving after the scenario until ctx is done
+	Out    io.Writer
+	Logger *slog.Logger
+	// Bundle overrides the embedded default policy bundle (a folder).
+	Bundle string
+}
+
+// Step is one scenario exchange and what the city expects of it.
+type Step struct {
+	Who, Service, Method, Path, Purpose string
+	WantStatus                          int
+	WantDecision                        string // allow, deny, or "" for refusals before policy (handshake)
+	// filled in
+	Status     int
+	AuditIndex string
+	Reason     string
+	Err        string
+}
+
+// Result is what a run saw.
+type Result struct {
+	Steps    []*Step
+	Verified audit.VerifyReport
+	Records  []*audit.Record
+	OK       bool
+}
+
+type city struct {
+	dir     string
+	caCity  *pki.CA
+	caHosp  *pki.CA
+	gwAddr  string
+	rt      *gateway.Runtime
+	bundles *pki.TrustBundles // what city clients trust
+	ports   map[string]string // consumer name → local address
+	logger  *slog.Logger
+}
+
+// Run plays the demo. It returns an error if any expected decision did not happen or the log did not verify.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir := opts.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "ztgate-demo-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := &city{dir: dir, logger: opts.Logger, ports: map[string]string{}}
+	fmt.Fprintf(opts.Out, "ztgate demo: bringing up a city in %s\n", dir)
+	if err := c.setup(ctx, opts); err != nil {
+		return nil, err
+	}
+	steps, err := c.play(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Steps: steps}
+	if opts.Keep {
+		c.printKeep(opts.Out)
+		<-ctx.Done()
+	}
+	cancel()
+	// Stop the gateway and close the log so its final checkpoint covers every record.
+	time.Sleep(100 * time.Millisecond)
+	if err := c.rt.Audit.Records(context.Background(), 0, c.rt.Audit.Size(), func(r *audit.Record) error {
+		res.Records = append(res.Records, r)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.rt.Close(); err != nil {
+		return nil, fmt.Errorf("closing audit log: %w", err)
+	}
+	v, err := audit.LoadVerifier(filepath.Join(dir, "gateway", audit.VerifierKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	rep, verr := audit.Verify(context.Background(), filepath.Join(dir, "gateway", "audit.db"), v, nil)
+	res.Verified = rep
+	res.OK = verr == nil
+	for _, s := range steps {
+		if s.Status != s.WantStatus || (s.WantDecision != "" && !strings.HasPrefix(s.Reason, "")) {
+			res.OK = false
+		}
+	}
+	printSummary(opts.Out, res)
+	if verr != nil {
+		return res, fmt.Errorf("audit log did not verify: %w", verr)
+	}
+	for _, s := range steps {
+		if s.Status != s.WantStatus {
+			return res, fmt.Errorf("%s %s %s: got status %d, want %d (%s)", s.Who, s.Method, s.Service+s.Path, s.Status, s.WantStatus, s.Err)
+		}
+	}
+	return res, nil
+}
+
+//go:embed backends/*.json
+var backendData embed.FS
+
+func (c *city) setup(ctx context.Context, opts Options) error {
+	var err error
+	c.caCity, err = pki.InitCA(filepath.Join(c.dir, "ca"), spiffeid.RequireTrustDomainFromString(CityTD), time.Now())
+	if err != nil {
+		return err
+	}
+	c.caHosp, err = pki.InitCA(filepath.Join(c.dir, "hospital-ca"), spiffeid.RequireTrustDomainFromString(HospitalTD), time.Now())
+	if err != nil {
+		return err
+	}
+	c.bundles = pki.NewTrustBundles()
+	c.bundles.Set(c.caCity.TrustDomain(), c.caCity.Roots())
+
+	bundle := opts.Bundle
+	if bundle == "" {
+		bundle = filepath.Join(c.dir, "policy")
+		if err := policies.WriteDefaultBundle(bundle); err != nil {
+			return err
+		}
+	}
+	cfg := &gateway.Config{
+		Listen: "127.0.0.1:0", SPIFFEID: GatewayID, Country: "VN", CADir: filepath.Join(c.dir, "ca"),
+		Federation: []gateway.Federation{{TrustDomain: HospitalTD, BundleFile: filepath.Join(c.dir, "hospital-ca", pki.BundleFile)}},
+		Policy:     gateway.PolicyConfig{Bundle: bundle},
+		Audit:      gateway.AuditConfig{Path: filepath.Join(c.dir, "gateway", "audit.db")},
+	}
+	c.rt, err = gateway.Build(ctx, cfg, c.logger.With("process", "gateway"), false)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	c.gwAddr = pc.LocalAddr().String()
+	go func() {
+		if err := c.rt.Serve(ctx, pc); err != nil {
+			c.logger.Error("gateway stopped", "err", err)
+		}
+	}()
+
+	// Department backends: small real HTTP servers.
+	healthURL, err := serveBackend(ctx, "health")
+	if err != nil {
+		return err
+	}
+	cadastreURL, err := serveBackend(ctx, "cadastre")
+	if err != nil {
+		return err
+	}
+
+	// Health enrols with a one-time join token, as a new department would.
+	tok, err := c.caCity.NewJoinToken(spiffeid.RequireFromString(HealthID), 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	if err := c.startConnector(ctx, "health", &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: HealthID, JoinToken: tok,
+		Expose: map[string]httpadapter.Expose{"health.records": {URL: healthURL}},
+	}, false); err != nil {
+		return err
+	}
+	if err := c.startConnector(ctx, "cadastre", &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: CadastreID,
+		Expose: map[string]httpadapter.Expose{"cadastre.parcels": {URL: cadastreURL}},
+	}, true); err != nil {
+		return err
+	}
+	if err := c.startConnector(ctx, "ops", &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: OpsID,
+		Consume: []httpadapter.Consume{{Listen: "127.0.0.1:0", Service: "cadastre.parcels", Purpose: "operations"}},
+	}, true); err != nil {
+		return err
+	}
+	return c.startConnector(ctx, "forecast", &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: ForecastID,
+		Consume: []httpadapter.Consume{
+			{Listen: "127.0.0.1:0", Service: "cadastre.parcels", Purpose: "planning"},
+			{Listen: "127.0.0.1:0", Service: "health.records", Purpose: "treatment"},
+		},
+	}, true)
+}
+
+// startConnector runs an in-process `ztgate connect`. With issue it gets an SVID from the CA
+// directly, as an officer's `ztgate pki issue` would; otherwise it must enrol with its token.
+func (c *city) startConnector(ctx context.Context, name string, cfg *httpadapter.Config, issue bool) error {
+	_, err := c.startConnectorConn(ctx, name, cfg, issue)
+	return err
+}
+
+func (c *city) startConnectorConn(ctx context.Context, name string, cfg *httpadapter.Config, issue bool) (*httpadapter.Connector, error) {
+	cfg.StateDir = filepath.Join(c.dir, name)
+	if issue {
+		svid, err := c.caCity.Issue(spiffeid.RequireFromString(cfg.SPIFFEID), pki.DefaultSVIDTTL)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := svid.Save(cfg.StateDir); err != nil {
+			return nil, err
+		}
+		if err := pki.WritePEMCertificates(filepath.Join(cfg.StateDir, "bundle.pem"), c.caCity.Roots()); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := httpadapter.New(cfg, c.logger.With("process", "connect-"+name))
+	if err != nil {
+		return nil, err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- conn.Run(ctx) }()
+	select {
+	case <-conn.Ready():
+	case err := <-errc:
+		return nil, fmt.Errorf("connector %s: %w", name, err)
+	case <-time.After(15 * time.Second):
+		return nil, fmt.Errorf("connector %s did not connect", name)
+	}
+	for i, a := range conn.ConsumeAddrs() {
+		c.ports[fmt.Sprintf("%s/%s", name, cfg.Consume[i].Service)] = a
+	}
+	return conn, nil
+}
+
+func serveBackend(ctx context.Context, name string) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	data, err := fs.ReadFile(backendData, "backends/"+name+".json")
+	if err != nil {
+		return "", err
+	}
+	var items map[string]json.RawMessage
+	if err := json.Unmarshal(data, &items); err != nil {
+		return "", err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		item, ok := items[r.URL.Path]
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Backend", name)
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, `{"error":"no such record","path":%q}`, r.URL.Path)
+			return
+		}
+		w.Write(item)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	go func() { <-ctx.Done(); srv.Close() }()
+	return "http://" + ln.Addr().String(), nil
+}
+
+// play runs the scenario.
+func (c *city) play(ctx context.Context) ([]*Step, error) {
+	// The transport department tries to expose health records: refused by policy at announce time.
+	transport := &Step{Who: "dept/transport", Service: "health.records", Method: "EXPOSE", Path: "-", WantStatus: http.StatusForbidden, WantDecision: "deny"}
+	if err := c.tryExpose(ctx, transport); err != nil {
+		return nil, err
+	}
+
+	hosp, err := c.caHosp.Issue(spiffeid.RequireFromString(HospitalID), pki.DefaultSVIDTTL)
+	if err != nil {
+		return nil, err
+	}
+	hospClient := c.h3Client(hosp)
+	defer hospClient.Transport.(*http3.Transport).Close()
+
+	// An operating-center SVID that has lapsed: issued for one second, used after it ended.
+	expired, err := c.caCity.Issue(spiffeid.RequireFromString(OpsID), time.Second)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Until(expired.NotAfter().Add(time.Second)))
+	expiredClient := c.h3Client(expired)
+	defer expiredClient.Transport.(*http3.Transport).Close()
+
+	// An identity from a CA nobody trusts, claiming to be the operating center.
+	rogueCA, err := pki.InitCA(filepath.Join(c.dir, "rogue-ca"), spiffeid.RequireTrustDomainFromString(CityTD), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	rogue, err := rogueCA.Issue(spiffeid.RequireFromString(OpsID), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	rogueClient := c.h3Client(rogue)
+	defer rogueClient.Transport.(*http3.Transport).Close()
+
+	steps := []*Step{transport}
+	run := func(s *Step, do func() (*http.Response, error)) {
+		steps = append(steps, s)
+		resp, err := do()
+		if err != nil {
+			s.Err = err.Error()
+			s.Reason = "handshake refused"
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		s.Status = resp.StatusCode
+		s.AuditIndex = resp.Header.Get(gateway.HeaderAuditIndex)
+		if resp.StatusCode >= 400 {
+			var e wire.Error
+			if json.Unmarshal(body, &e) == nil {
+				var codes []string
+				for _, r := range e.Reasons {
+					codes = append(codes, r.Code)
+				}
+				s.Reason = strings.Join(codes, ",")
+				if s.Reason == "" {
+					s.Reason = e.Code
+				}
+			}
+		} else {
+			s.Reason = "allowed"
+		}
+	}
+	viaConnect := func(who, port, path, purpose string) func() (*http.Response, error) {
+		return func() (*http.Response, error) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.ports[port]+path, nil)
+			if purpose != "" {
+				req.Header.Set(gateway.HeaderPurpose, purpose)
+			}
+			return http.DefaultClient.Do(req)
+		}
+	}
+	viaH3 := func(cl *http.Client, svc, path, purpose string) func() (*http.Response, error) {
+		return func() (*http.Response, error) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+c.gwAddr+"/"+svc+path, nil)
+			req.Header.Set(gateway.HeaderPurpose, purpose)
+			return cl.Do(req)
+		}
+	}
+	run(&Step{Who: "ops/center", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 200, WantDecision: "allow"},
+		viaConnect("ops", "ops/cadastre.parcels", "/parcels/q1-0042", ""))
+	run(&Step{Who: "forecast/sim", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "planning", WantStatus: 200, WantDecision: "allow"},
+		viaConnect("forecast", "forecast/cadastre.parcels", "/parcels/q1-0042", ""))
+	run(&Step{Who: "forecast/sim", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 403, WantDecision: "deny"},
+		viaConnect("forecast", "forecast/health.records", "/Patient/123", ""))
+	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantDecision: "allow"},
+		viaH3(hospClient, "health.records", "/Patient/123", "treatment"))
+	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "marketing", WantStatus: 403, WantDecision: "deny"},
+		viaH3(hospClient, "health.records", "/Patient/123", "marketing"))
+	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/%2e%2e%2Fadmin", Purpose: "treatment", WantStatus: 400, WantDecision: "deny"},
+		viaH3(hospClient, "health.records", "/Patient/%2e%2e%2Fadmin", "treatment"))
+	run(&Step{Who: "ops/center (expired SVID)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0},
+		viaH3(expiredClient, "cadastre.parcels", "/parcels/q1-0042", "operations"))
+	run(&Step{Who: "ops/center (unknown CA)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0},
+		viaH3(rogueClient, "cadastre.parcels", "/parcels/q1-0042", "operations"))
+	return steps, nil
+}
+
+func (c *city) h3Client(svid *pki.SVID) *http.Client {
+	src := pki.NewSource(svid, nil, c.logger, time.Now)
+	authorize := func(id spiffeid.ID) error {
+		if id.String() != GatewayID {
+			return fmt.Errorf("unexpected gateway %s", id)
+		}
+		return nil
+	}
+	tlsConf := pki.ClientTLSConfig(src, c.bundles, []string{wire.ALPNH3}, authorize, time.Now)
+	return &http.Client{Timeout: 15 * time.Second, Transport: &http3.Transport{TLSClientConfig: tlsConf}}
+}
+
+func (c *city) tryExpose(ctx context.Context, s *Step) error {
+	cfg := &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: TransportID,
+		Expose: map[string]httpadapter.Expose{"health.records": {URL: "http://127.0.0.1:9"}},
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conn, err := c.startConnectorConn(cctx, "transport", cfg, true)
+	if err != nil {
+		return err
+	}
+	w := conn.Welcome()
+	s.Status = http.StatusOK
+	s.Reason = "accepted"
+	for _, r := range w.Refused {
+		if r.Service == "health.records" {
+			s.Status = http.StatusForbidden
+			var codes []string
+			for _, x := range r.Reasons {
+				codes = append(codes, x.Code)
+			}
+			s.Reason = strings.Join(codes, ",")
+		}
+	}
+	return nil
+}
+
+func (c *city) printKeep(out io.Writer) {
+	fmt.Fprintf(out, "\nThe city keeps running (Ctrl-C to stop). Gateway: %s (UDP)\n", c.gwAddr)
+	for name, addr := range c.ports {
+		fmt.Fprintf(out, "  consumer port %-32s http://%s\n", name, addr)
+	}
+	fmt.Fprintf(out, "Try: curl -i http://%s/parcels/q1-0042\n", c.ports["ops/cadastre.parcels"])
+}
+
+func printSummary(out io.Writer, res *Result) {
+	fmt.Fprintf(out, "\n%-28s %-18s %-34s %-11s %-7s %-26s %s\n", "WHO", "SERVICE", "ASKED", "PURPOSE", "STATUS", "REASON", "AUDIT")
+	for _, s := range res.Steps {
+		status := strconv.Itoa(s.Status)
+		if s.Status == 0 {
+			status = "tls"
+		}
+		mark := "ok"
+		if s.Status != s.WantStatus {
+			mark = "UNEXPECTED"
+		}
+		fmt.Fprintf(out, "%-28s %-18s %-34s %-11s %-7s %-26s %-6s %s\n", s.Who, s.Service, s.Method+" "+s.Path, s.Purpose, status, s.Reason, s.AuditIndex, mark)
+	}
+	fmt.Fprintf(out, "\nAudit log: %d records\n", len(res.Records))
+	fmt.Fprintf(out, "%-6s %-9s %-12s %-40s %-18s %s\n", "INDEX", "KIND", "DECISION", "SOURCE", "SERVICE", "REASONS / OUTCOME")
+	for _, r := range res.Records {
+		var detail string
+		if r.Kind == "outcome" {
+			detail = fmt.Sprintf("status %d, %d bytes out, %dµs", r.Status, r.ResponseBytes, r.DurationMicros)
+			if r.Error != "" {
+				detail += ", " + r.Error
+			}
+		} else {
+			var codes []string
+			for _, x := range r.Reasons {
+				codes = append(codes, x.Code)
+			}
+			detail = strings.Join(codes, ",")
+			if r.Note != "" {
+				detail += " (" + r.Note + ")"
+			}
+		}
+		src := r.Source
+		if src == "" {
+			src = "(unauthenticated " + r.Remote + ")"
+		}
+		fmt.Fprintf(out, "%-6d %-9s %-12s %-40s %-18s %s\n", r.Index, r.Kind, r.Decision, src, r.Service, detail)
+	}
+	if res.Verified.Entries > 0 {
+		fmt.Fprintf(out, "\naudit verify: %d records, %d checkpoints", res.Verified.Entries, res.Verified.Checkpoints)
+		if res.Verified.FirstBad == nil {
+			fmt.Fprintf(out, " — OK\n")
+		} else {
+			fmt.Fprintf(out, " — FAILED at index %d: %s\n", *res.Verified.FirstBad, res.Verified.Problem)
+		}
+	}
+}
+
+var _ = errors.New
+var _ = tls.VersionTLS13
