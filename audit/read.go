@@ -1,0 +1,52 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// ReadRecords calls fn for every record of the log file at path, in index order, without opening
+// it for writing (so it works on a stopped gateway's log, or beside a running one). Each record is
+// checked against its stored leaf hash and must carry its own index; a mismatch stops the walk with
+// an error wrapping ErrCorrupt. It does not check checkpoints: that is Verify's job.
+func ReadRecords(ctx context.Context, path string, fn func(*Record) error) error {
+	dsn, err := readerDSN(path, true)
+	if err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT idx, leaf, data FROM records ORDER BY idx`)
+	if err != nil {
+		return fmt.Errorf("reading records of %s: %w", path, err)
+	}
+	defer rows.Close()
+	var next uint64
+	for rows.Next() {
+		var idx int64
+		var leaf, data []byte
+		if err := rows.Scan(&idx, &leaf, &data); err != nil {
+			return fmt.Errorf("reading record %d: %w", next, err)
+		}
+		if uint64(idx) != next {
+			return fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
+		}
+		if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
+			return fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, next)
+		}
+		rec, err := decodeRecord(data, next)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+		next++
+	}
+	return rows.Err()
+}
