@@ -421,6 +421,8 @@ func emptyIfNil(r io.Reader) io.Reader {
 func (g *Gateway) relayError(who string, err, reqErr error) *wire.Error {
 	var we *wire.Error
 	switch {
+	case reqErr != nil && errors.Is(reqErr, wire.ErrTooLarge):
+		return wireError(CodeTooLarge, reqErr.Error())
 	case errors.As(err, &we):
 		e := *we
 		if e.Status < 400 || e.Status > 599 {
@@ -428,8 +430,6 @@ func (g *Gateway) relayError(who string, err, reqErr error) *wire.Error {
 		}
 		e.Reasons = nil
 		return &e
-	case reqErr != nil && errors.Is(reqErr, wire.ErrTooLarge):
-		return wireError(CodeTooLarge, reqErr.Error())
 	case errors.Is(err, wire.ErrTooLarge):
 		return wireError(CodeTooLarge, who+" response: "+err.Error())
 	case errors.Is(err, wire.ErrIntegrity):
