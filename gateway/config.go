@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/audit"
@@ -243,7 +245,13 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		rt.Audit.Close()
 		return nil, fmt.Errorf("opening join token ledger: %w", err)
 	}
+	resetKey, err := loadResetKey(filepath.Join(keyDir, "quic-reset.key"))
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
 	rt.Gateway, err = New(Options{
+		ResetKey: resetKey,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
 		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),
@@ -295,4 +303,27 @@ func enrolCertificate(src *pki.Source, iss Issuer) func(*tls.ClientHelloInfo) (*
 		cc.Certificate = append(append([][]byte(nil), c.Certificate...), iss.Roots()[0].Raw)
 		return &cc, nil
 	}
+}
+
+// loadResetKey reads the stateless reset key, creating it on first start.
+func loadResetKey(path string) (*quic.StatelessResetKey, error) {
+	var k quic.StatelessResetKey
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, k[:], 0o600); err != nil {
+			return nil, fmt.Errorf("writing stateless reset key: %w", err)
+		}
+		return &k, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading stateless reset key: %w", err)
+	}
+	if len(b) != len(k) {
+		return nil, fmt.Errorf("stateless reset key %s: %d bytes, want %d", path, len(b), len(k))
+	}
+	copy(k[:], b)
+	return &k, nil
 }

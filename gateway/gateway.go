@@ -67,6 +67,10 @@ type Options struct {
 	SVIDTTL  time.Duration
 	Limits   Limits
 	Services map[string]ServiceOptions
+	// ResetKey lets a restarted gateway tell peers of its previous life that their connection is
+	// gone (QUIC stateless reset), so they re-dial at once instead of waiting for the idle timeout.
+	// It must survive restarts; Build keeps it beside the audit key.
+	ResetKey *quic.StatelessResetKey
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -134,7 +138,7 @@ func (g *Gateway) QUICConfig() *quic.Config {
 
 // Serve accepts connections on pc until ctx is done. It owns pc.
 func (g *Gateway) Serve(ctx context.Context, pc net.PacketConn) error {
-	tr := &quic.Transport{Conn: pc}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: g.opts.ResetKey}
 	ln, err := tr.Listen(g.tlsConf, g.QUICConfig())
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
