@@ -1,0 +1,146 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Record kinds.
+const (
+	KindDecision = "decision" // a policy decision about one exchange
+	KindOutcome  = "outcome"  // how an allowed exchange ended
+	KindAuth     = "auth"     // a handshake or identity rejection
+	KindExpose   = "expose"   // a provider's announce decision
+	KindEnrol    = "enrol"    // a join token redemption
+	KindNote     = "note"     // anything else worth keeping
+)
+
+// Decision values.
+const (
+	DecisionAllow      = "allow"
+	DecisionDeny       = "deny"
+	DecisionNoDecision = "no-decision"
+)
+
+// DefaultMaxRecordBytes bounds one record's canonical encoding: records carry metadata and digests,
+// never payloads, so anything larger is a bug upstream and would let one caller bloat the log.
+const DefaultMaxRecordBytes = 64 << 10
+
+// Reason is one structured reason of a policy decision.
+type Reason struct {
+	Code    string `json:"code"`
+	Message string `json:"message,omitempty"`
+}
+
+// Record is one audit entry. Kinds: "decision", "outcome", "auth" (a handshake/identity rejection),
+// "expose" (a provider's announce decision), "enrol" (join token redemption), "note" (anything else).
+//
+// Its canonical encoding, the bytes hashed into the tree, is json.Marshal of the Record with Index
+// set. The field order below is therefore part of the log format; never reorder or rename fields.
+type Record struct {
+	Index          uint64          `json:"index"` // set by Append, covered by the leaf hash
+	Kind           string          `json:"kind"`
+	Time           time.Time       `json:"time"` // UTC
+	Gateway        string          `json:"gateway,omitempty"`
+	Exchange       string          `json:"exchange,omitempty"` // exchange ID shared by decision+outcome
+	Source         string          `json:"source,omitempty"`   // peer SPIFFE ID ("" if unauthenticated)
+	Remote         string          `json:"remote,omitempty"`   // peer UDP address
+	Service        string          `json:"service,omitempty"`
+	Method         string          `json:"method,omitempty"`
+	Path           string          `json:"path,omitempty"`
+	Purpose        string          `json:"purpose,omitempty"`
+	Decision       string          `json:"decision,omitempty"` // "allow", "deny", "no-decision"
+	Reasons        []Reason        `json:"reasons,omitempty"`
+	Obligations    json.RawMessage `json:"obligations,omitempty"`
+	PolicyRevision string          `json:"policy_revision,omitempty"`
+	DecisionIndex  *uint64         `json:"decision_index,omitempty"` // outcome → its decision record
+	Status         int             `json:"status,omitempty"`
+	Error          string          `json:"error,omitempty"`
+	RequestBytes   int64           `json:"request_bytes,omitempty"`
+	ResponseBytes  int64           `json:"response_bytes,omitempty"`
+	RequestSHA256  string          `json:"request_sha256,omitempty"`
+	ResponseSHA256 string          `json:"response_sha256,omitempty"`
+	DurationMicros int64           `json:"duration_us,omitempty"`
+	Note           string          `json:"note,omitempty"`
+}
+
+var knownKinds = map[string]bool{
+	KindDecision: true, KindOutcome: true, KindAuth: true,
+	KindExpose: true, KindEnrol: true, KindNote: true,
+}
+
+// indexPrefix is how every canonical encoding starts before the index digits.
+var indexPrefix = []byte(`{"index":`)
+
+// placeholderPrefix is the start of an encoding made with Index 0, which Append produces in the
+// caller's goroutine (so JSON encoding runs in parallel) and the writer completes with the real index.
+var placeholderPrefix = []byte(`{"index":0,`)
+
+// validate checks what Append refuses to write.
+func (r *Record) validate() error {
+	if !knownKinds[r.Kind] {
+		return fmt.Errorf("%w: unknown kind %q", ErrInvalidRecord, r.Kind)
+	}
+	switch r.Decision {
+	case DecisionAllow, DecisionDeny, DecisionNoDecision:
+	case "":
+		if r.Kind == KindDecision {
+			return fmt.Errorf("%w: decision record without a decision", ErrInvalidRecord)
+		}
+	default:
+		return fmt.Errorf("%w: unknown decision %q", ErrInvalidRecord, r.Decision)
+	}
+	if len(r.Obligations) > 0 && !json.Valid(r.Obligations) {
+		return fmt.Errorf("%w: obligations are not valid JSON", ErrInvalidRecord)
+	}
+	return nil
+}
+
+// encodePlaceholder returns the canonical encoding of r with Index 0, to be completed by withIndex.
+func encodePlaceholder(r *Record) ([]byte, error) {
+	c := *r
+	c.Index = 0
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding record: %v", ErrInvalidRecord, err)
+	}
+	if !bytes.HasPrefix(b, placeholderPrefix) {
+		return nil, fmt.Errorf("%w: unexpected encoding prefix", ErrInvalidRecord)
+	}
+	if len(b) > DefaultMaxRecordBytes {
+		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrInvalidRecord, len(b), DefaultMaxRecordBytes)
+	}
+	return b, nil
+}
+
+// withIndex turns an encoding made by encodePlaceholder into the canonical encoding with index i.
+// Index is the first field and a plain number, so this equals json.Marshal with Index set.
+func withIndex(placeholder []byte, i uint64) []byte {
+	rest := placeholder[len(placeholderPrefix)-1:] // from the comma on
+	out := make([]byte, 0, len(placeholder)+20)
+	out = append(out, indexPrefix...)
+	out = strconv.AppendUint(out, i, 10)
+	return append(out, rest...)
+}
+
+// decodeRecord parses a stored encoding and checks that it is canonical and carries index i.
+func decodeRecord(data []byte, i uint64) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("decoding record %d: %w", i, err)
+	}
+	if r.Index != i {
+		return nil, fmt.Errorf("record at index %d carries index %d", i, r.Index)
+	}
+	again, err := json.Marshal(&r)
+	if err != nil {
+		return nil, fmt.Errorf("re-encoding record %d: %w", i, err)
+	}
+	if !bytes.Equal(again, data) {
+		return nil, fmt.Errorf("record %d is not in canonical encoding", i)
+	}
+	return &r, nil
+}
