@@ -1,0 +1,371 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+const (
+	// DefaultQuery is the rule the gateway asks; the city bundle defines it
+	// in package ztgate.
+	DefaultQuery = "data.ztgate.decision"
+
+	// DefaultDeadline bounds one decision. The policy sits on the path of
+	// every exchange, and a well-written one decides in microseconds; a
+	// policy still running after 50ms is broken, and waiting longer only
+	// holds the caller's stream open.
+	DefaultDeadline = 50 * time.Millisecond
+
+	// DefaultMaxReasons bounds how many reasons a decision may carry; the
+	// reasons go into every audit record, so a runaway policy must not be
+	// able to bloat the log.
+	DefaultMaxReasons = 64
+)
+
+// Decider answers whether an exchange or announcement may proceed.
+// Implementations fail closed: on any doubt Decide returns Allow=false.
+type Decider interface {
+	// Decide returns the decision for in. It never returns an error: a
+	// policy failure is a Decision with NoDecision set and Allow false.
+	Decide(ctx context.Context, in *Input) Decision
+	// Revision names the bundle that currently decides.
+	Revision() string
+}
+
+var _ Decider = (*Engine)(nil)
+
+// Reason says why a decision went the way it did.
+type Reason struct {
+	Code    string `json:"code"`
+	Message string `json:"message,omitempty"`
+}
+
+// Decision is the engine's answer for one Input.
+type Decision struct {
+	// Allow is true only when the policy allowed and every obligation is
+	// one the gateway can carry out.
+	Allow bool `json:"allow"`
+	// NoDecision is true when the policy erred, timed out, was undefined
+	// or malformed; Allow is then false.
+	NoDecision bool `json:"no_decision,omitempty"`
+	// Reasons are the policy's reasons, or the engine's own reason when
+	// there is no decision or an obligation is unknown.
+	Reasons []Reason `json:"reasons"`
+	// Obligations are what the gateway must do for an allowed exchange;
+	// nil when none.
+	Obligations map[string]any `json:"obligations,omitempty"`
+	// Revision is the revision of the bundle that decided.
+	Revision string `json:"revision"`
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Bundle is the directory holding the bundle: an optional .manifest,
+	// *.rego modules and data.json files whose directories are their data
+	// paths. Files named *_test.rego are left out of the engine.
+	Bundle string
+	// Query is the decision rule to evaluate; DefaultQuery when empty.
+	Query string
+	// Deadline bounds one decision; DefaultDeadline when zero.
+	Deadline time.Duration
+	// KnownObligations are the obligation keys the gateway can execute.
+	// A decision carrying any other key is denied; when empty, every
+	// obligation is unknown.
+	KnownObligations []string
+	// Logger receives reload and failure reports; discarded when nil.
+	Logger *slog.Logger
+}
+
+// Engine evaluates a prepared bundle. It is safe for concurrent use; the
+// active bundle is swapped atomically on Reload.
+type Engine struct {
+	bundle   string
+	query    string
+	deadline time.Duration
+	known    map[string]struct{}
+	log      *slog.Logger
+
+	reloadMu sync.Mutex // serialises Reload so swaps happen in load order
+	active   atomic.Pointer[policySet]
+}
+
+// NewEngine loads, compiles and prepares the bundle in opts.Bundle. It
+// returns an error wrapping ErrBadBundle when the bundle cannot decide.
+func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
+	if opts.Bundle == "" {
+		return nil, fmt.Errorf("%w: no bundle directory", ErrInvalidOptions)
+	}
+	if opts.Deadline < 0 {
+		return nil, fmt.Errorf("%w: negative deadline %v", ErrInvalidOptions, opts.Deadline)
+	}
+	e := &Engine{
+		bundle:   opts.Bundle,
+		query:    cmpOr(opts.Query, DefaultQuery),
+		deadline: cmpOr(opts.Deadline, DefaultDeadline),
+		known:    make(map[string]struct{}, len(opts.KnownObligations)),
+		log:      opts.Logger,
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	for _, k := range opts.KnownObligations {
+		e.known[k] = struct{}{}
+	}
+	if _, err := ast.ParseBody(e.query); err != nil {
+		return nil, fmt.Errorf("%w: parsing query %q: %v", ErrInvalidOptions, e.query, err)
+	}
+	ps, err := load(ctx, e.bundle, e.query)
+	if err != nil {
+		return nil, err
+	}
+	e.active.Store(ps)
+	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.bundle, "revision", ps.revision)
+	return e, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Revision returns the revision of the active bundle.
+func (e *Engine) Revision() string { return e.active.Load().revision }
+
+// Service looks name up in the active bundle's catalog
+// (data.catalog.services). The second result is false when the catalog has
+// no such service or its entry is not an object.
+func (e *Engine) Service(name string) (Destination, bool) {
+	d, ok := e.active.Load().services[name]
+	d.Labels = maps.Clone(d.Labels)
+	return d, ok
+}
+
+// Reload builds the bundle afresh and, only when it prepared completely,
+// makes it the active one. On failure the previous bundle stays active and
+// the error, naming file and line where known, is logged and returned.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	return e.reloadLocked(ctx)
+}
+
+func (e *Engine) reloadLocked(ctx context.Context) error {
+	old := e.active.Load()
+	ps, err := load(ctx, e.bundle, e.query)
+	if err != nil {
+		e.log.ErrorContext(ctx, "policy bundle reload failed; keeping the active bundle",
+			"bundle", e.bundle, "revision", old.revision, "err", err)
+		return err
+	}
+	e.active.Store(ps)
+	e.log.InfoContext(ctx, "policy bundle reloaded", "bundle", e.bundle,
+		"old_revision", old.revision, "revision", ps.revision)
+	return nil
+}
+
+// Decide evaluates the active bundle for in within the engine's deadline
+// (or ctx's, when sooner). It never allows on failure.
+func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
+	ps := e.active.Load()
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.ErrorContext(ctx, "policy evaluation panicked", "revision", ps.revision, "panic", r)
+			d = noDecision(ps.revision, fmt.Sprintf("policy evaluation panicked: %v", r))
+		}
+	}()
+	if in == nil {
+		return noDecision(ps.revision, "no input")
+	}
+	value, err := in.Value()
+	if err != nil {
+		return noDecision(ps.revision, err.Error())
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, e.deadline)
+	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return noDecision(ps.revision, "not evaluated: "+err.Error())
+	}
+	// Cancel evaluation when ctx ends, without the watcher goroutine OPA
+	// would otherwise start for every evaluation.
+	cancelEval := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancelEval.Cancel)
+	defer stop()
+	rs, err := ps.query.Eval(ctx,
+		rego.EvalParsedInput(value),
+		rego.EvalTransaction(ps.txn),
+		rego.EvalExternalCancel(cancelEval),
+	)
+	if err == nil {
+		// OPA notices cancellation asynchronously; a result that arrives
+		// after the deadline is still too late.
+		err = ctx.Err()
+	}
+	if err != nil {
+		// The reason travels in the Decision, which the gateway audits;
+		// logging each failure louder would let inputs flood the log.
+		why := evalFailure(ctx, err, e.deadline)
+		e.log.DebugContext(ctx, "policy evaluation failed", "revision", ps.revision, "err", why)
+		return noDecision(ps.revision, why)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return noDecision(ps.revision, fmt.Sprintf("%s is undefined", e.query))
+	}
+	if len(rs) > 1 || len(rs[0].Expressions) > 1 {
+		return noDecision(ps.revision, fmt.Sprintf("%s produced more than one result", e.query))
+	}
+	d, err = parseDecision(rs[0].Expressions[0].Value)
+	if err != nil {
+		return noDecision(ps.revision, fmt.Sprintf("malformed decision from %s: %v", e.query, err))
+	}
+	d.Revision = ps.revision
+	if !d.Allow {
+		d.Obligations = nil // nothing to carry out for a deny
+	}
+	if d.Allow {
+		if unknown := e.unknownObligations(d.Obligations); len(unknown) > 0 {
+			return Decision{
+				Reasons: []Reason{{
+					Code:    ReasonUnknownObligation,
+					Message: fmt.Sprintf("the gateway cannot carry out obligation %s", strings.Join(unknown, ", ")),
+				}},
+				Revision: ps.revision,
+			}
+		}
+	}
+	return d
+}
+
+func (e *Engine) unknownObligations(obs map[string]any) []string {
+	var unknown []string
+	for k := range obs {
+		if _, ok := e.known[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	return unknown
+}
+
+func noDecision(revision, why string) Decision {
+	return Decision{
+		NoDecision: true,
+		Reasons:    []Reason{{Code: ReasonNoDecision, Message: why}},
+		Revision:   revision,
+	}
+}
+
+// evalFailure says why an evaluation failed, naming the deadline when
+// that is what stopped it.
+func evalFailure(ctx context.Context, err error, deadline time.Duration) string {
+	var terr *topdown.Error
+	if errors.As(err, &terr) && terr.Code == topdown.CancelErr || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Sprintf("policy evaluation exceeded its deadline of %v: %v", deadline, err)
+		}
+		return fmt.Sprintf("policy evaluation cancelled: %v", err)
+	}
+	return "policy evaluation failed: " + err.Error()
+}
+
+// parseDecision checks the shape of a policy's result:
+// {"allow": bool, "reasons": [{"code": string, "message": string}], "obligations": {...}}.
+// Anything else is an error, which the caller turns into no decision.
+func parseDecision(v any) (Decision, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, fmt.Errorf("result is %s, want an object", jsonType(v))
+	}
+	for k := range obj {
+		if k != "allow" && k != "reasons" && k != "obligations" {
+			return Decision{}, fmt.Errorf("unexpected key %q", k)
+		}
+	}
+	var d Decision
+	allow, ok := obj["allow"].(bool)
+	if !ok {
+		return Decision{}, fmt.Errorf("allow is %s, want a boolean", jsonType(obj["allow"]))
+	}
+	d.Allow = allow
+
+	switch reasons := obj["reasons"].(type) {
+	case nil:
+	case []any:
+		if len(reasons) > DefaultMaxReasons {
+			return Decision{}, fmt.Errorf("%d reasons, more than %d", len(reasons), DefaultMaxReasons)
+		}
+		d.Reasons = make([]Reason, 0, len(reasons))
+		for i, r := range reasons {
+			reason, err := parseReason(r)
+			if err != nil {
+				return Decision{}, fmt.Errorf("reason %d: %w", i, err)
+			}
+			d.Reasons = append(d.Reasons, reason)
+		}
+	default:
+		return Decision{}, fmt.Errorf("reasons is %s, want an array", jsonType(reasons))
+	}
+
+	switch obs := obj["obligations"].(type) {
+	case nil:
+	case map[string]any:
+		if len(obs) > 0 {
+			d.Obligations = obs
+		}
+	default:
+		return Decision{}, fmt.Errorf("obligations is %s, want an object", jsonType(obs))
+	}
+	return d, nil
+}
+
+func parseReason(v any) (Reason, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Reason{}, fmt.Errorf("is %s, want an object", jsonType(v))
+	}
+	code, ok := obj["code"].(string)
+	if !ok || code == "" {
+		return Reason{}, errors.New("code is missing or not a non-empty string")
+	}
+	r := Reason{Code: code}
+	switch msg := obj["message"].(type) {
+	case nil:
+	case string:
+		r.Message = msg
+	default:
+		return Reason{}, fmt.Errorf("message is %s, want a string", jsonType(msg))
+	}
+	return r, nil
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "missing or null"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	default:
+		return "a number"
+	}
+}
