@@ -294,6 +294,7 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 		return
 	}
 	defer str.Close()
+	defer str.CancelRead(0) // release the stream: the provider's END is the last frame we need
 	limit := g.bodyLimit(req.service)
 	fwd := &wire.Request{
 		Service: req.service, Method: req.method, Path: path, Query: req.query, Purpose: req.purpose,

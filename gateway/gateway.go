@@ -231,6 +231,9 @@ func (g *Gateway) serveAdapter(ctx context.Context, conn *quic.Conn, p peer) {
 
 func (g *Gateway) serveStream(ctx context.Context, prov *provider, str *quic.Stream) {
 	defer str.Close()
+	// A stream only stops counting against the peer's stream limit once its receive side is done:
+	// read to EOF or cancelled. Every frame we need has been read when the handler returns.
+	defer str.CancelRead(0)
 	r := wire.NewReader(str, g.limits.MaxHeaderBytes)
 	str.SetReadDeadline(g.now().Add(DefaultFirstFrameTimeout))
 	f, err := r.ReadFrame()

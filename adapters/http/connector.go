@@ -305,6 +305,7 @@ func (c *Connector) renew(ctx context.Context, csr []byte, key crypto.Signer) (*
 		return nil, fmt.Errorf("renewal stream: %w", err)
 	}
 	defer str.Close()
+	defer str.CancelRead(0)
 	if err := wire.WriteJSON(str, wire.TypeRenew, wire.Renew{CSR: csr}); err != nil {
 		return nil, err
 	}
@@ -531,6 +532,7 @@ func (c *Connector) consumeHandler(cs Consume) http.Handler {
 		}
 		defer done()
 		defer str.Close()
+		defer str.CancelRead(0)
 		rawPath, query, _ := strings.Cut(r.RequestURI, "?")
 		purpose := r.Header.Get(gateway.HeaderPurpose)
 		if purpose == "" {

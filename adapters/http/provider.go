@@ -35,6 +35,7 @@ var hop = map[string]bool{"connection": true, "keep-alive": true, "proxy-connect
 // deliver forwards one request the gateway delivered to the local backend.
 func (c *Connector) deliver(ctx context.Context, str *quic.Stream) {
 	defer str.Close()
+	defer str.CancelRead(0) // the request's END is the last frame we need; release the stream
 	rd := wire.NewReader(str, wire.DefaultMaxHeaderBytes)
 	var req wire.Request
 	if err := rd.ReadJSON(wire.TypeRequest, &req); err != nil {

@@ -1,0 +1,196 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	httpadapter "github.com/ztgate/ztgate/adapters/http"
+	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
+)
+
+type testCity struct {
+	rt   *gateway.Runtime
+	addr string
+	ca   *pki.CA
+	hits atomic.Int64
+}
+
+// startCity runs a real gateway (QUIC on loopback, built-in CA, default bundle, SQLite audit) and a
+// cadastre provider connector in-process.
+func startCity(t *testing.T, limits gateway.Limits) *testCity {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policies.WriteDefaultBundle(filepath.Join(dir, "policy")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &gateway.Config{
+		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(dir, "ca"),
+		Policy: gateway.PolicyConfig{Bundle: filepath.Join(dir, "policy")},
+		Audit:  gateway.AuditConfig{Path: filepath.Join(dir, "audit.db")},
+		Limits: limits,
+	}
+	rt, err := gateway.Build(ctx, cfg, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Serve(ctx, pc)
+	c := &testCity{rt: rt, addr: pc.LocalAddr().String(), ca: ca}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.hits.Add(1)
+		io.WriteString(w, `{"parcel":"q1"}`)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	state := filepath.Join(dir, "cadastre")
+	svid, err := ca.Issue(spiffeid.RequireFromString("spiffe://city.example.vn/dept/cadastre"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svid.Save(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WritePEMCertificates(filepath.Join(state, "bundle.pem"), ca.Roots()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := httpadapter.New(&httpadapter.Config{
+		Gateway: c.addr, SPIFFEID: "spiffe://city.example.vn/dept/cadastre", StateDir: state,
+		Expose: map[string]httpadapter.Expose{"cadastre.parcels": {URL: "http://" + ln.Addr().String()}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.Run(ctx)
+	select {
+	case <-conn.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("provider did not connect")
+	}
+	return c
+}
+
+func (c *testCity) client(t *testing.T, id string) *http.Client {
+	svid, err := c.ca.Issue(spiffeid.RequireFromString(id), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pki.NewTrustBundles()
+	b.Set(c.ca.TrustDomain(), c.ca.Roots())
+	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPNH3},
+		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	tr := &http3.Transport{TLSClientConfig: tlsConf}
+	t.Cleanup(func() { tr.Close() })
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func get(t *testing.T, cl *http.Client, u, purpose string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set(gateway.HeaderPurpose, purpose)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cl.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestAuditUnavailableFailsClosed closes the audit log under a running gateway: exchanges must be
+// refused with 503 and must not reach the provider.
+func TestAuditUnavailableFailsClosed(t *testing.T) {
+	c := startCity(t, gateway.Limits{})
+	cl := c.client(t, "spiffe://city.example.vn/ops/center")
+	u := "https://" + c.addr + "/cadastre.parcels/parcels/q1"
+	if st, body := get(t, cl, u, "operations"); st != 200 {
+		t.Fatalf("before: %d %s", st, body)
+	}
+	hits := c.hits.Load()
+	if err := c.rt.Audit.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, body := get(t, cl, u, "operations")
+	if st != http.StatusServiceUnavailable || !strings.Contains(body, "audit log unavailable") {
+		t.Fatalf("with the log closed: %d %s; want 503 audit log unavailable", st, body)
+	}
+	if c.hits.Load() != hits {
+		t.Fatal("an unaudited exchange reached the provider")
+	}
+}
+
+// TestRateLimitPerIdentity checks the per-identity token bucket refuses a burst beyond its size and
+// leaves other identities alone.
+func TestRateLimitPerIdentity(t *testing.T) {
+	c := startCity(t, gateway.Limits{RatePerIdentity: 5, BurstPerIdentity: 20})
+	noisy := c.client(t, "spiffe://city.example.vn/ops/center")
+	quiet := c.client(t, "spiffe://city.example.vn/forecast/sim")
+	u := "https://" + c.addr + "/cadastre.parcels/parcels/q1"
+	limited := 0
+	for i := 0; i < 40 && limited == 0; i++ {
+		if st, _ := get(t, noisy, u, "operations"); st == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("no 429 after %d requests", 40)
+	}
+	if st, body := get(t, quiet, u, "planning"); st != 200 {
+		t.Fatalf("another identity was limited too: %d %s", st, body)
+	}
+}
+
+func TestStatusTable(t *testing.T) {
+	for code, want := range map[string]int{gateway.CodeDenied: 403, gateway.CodeUnavailable: 503, gateway.CodeTooLarge: 413, "nonsense": 500} {
+		if got := gateway.StatusOf(code); got != want {
+			t.Errorf("StatusOf(%q) = %d, want %d", code, got, want)
+		}
+	}
+}
+
+var _ = fmt.Sprint
+
+// TestStreamsAreReleased runs more sequential exchanges than a connection's stream limit: each one
+// opens a stream to the provider, so a stream that is never released would stall the service.
+func TestStreamsAreReleased(t *testing.T) {
+	c := startCity(t, gateway.Limits{})
+	cl := c.client(t, "spiffe://city.example.vn/ops/center")
+	u := "https://" + c.addr + "/cadastre.parcels/parcels/q1"
+	n := gateway.DefaultMaxStreamsPerConn + 100
+	for i := 0; i < n; i++ {
+		if st, body := get(t, cl, u, "operations"); st != 200 {
+			t.Fatalf("exchange %d: %d %s", i, st, body)
+		}
+	}
+}
