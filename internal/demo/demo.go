@@ -59,7 +59,7 @@ type Options struct {
 type Step struct {
 	Who, Service, Method, Path, Purpose string
 	WantStatus                          int
-	WantDecision                        string // allow, deny, or "" for refusals before policy (handshake)
+	WantReason                          string // a reason code the city expects (from the response or, for refused handshakes, the audit log)
 	// filled in
 	Status     int
 	AuditIndex string
@@ -137,9 +137,22 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	rep, verr := audit.Verify(context.Background(), filepath.Join(dir, "gateway", "audit.db"), v, nil)
 	res.Verified = rep
+	// A refused handshake has no response to read: its reason is in the log's auth records, in order.
+	var auth []*audit.Record
+	for _, r := range res.Records {
+		if r.Kind == "auth" {
+			auth = append(auth, r)
+		}
+	}
+	for _, s := range steps {
+		if s.Status == 0 && len(auth) > 0 {
+			s.Reason, s.AuditIndex = auth[0].Reasons[0].Code, strconv.FormatUint(auth[0].Index, 10)
+			auth = auth[1:]
+		}
+	}
 	res.OK = verr == nil
 	for _, s := range steps {
-		if s.Status != s.WantStatus || (s.WantDecision != "" && !strings.HasPrefix(s.Reason, "")) {
+		if !s.ok() {
 			res.OK = false
 		}
 	}
@@ -148,11 +161,23 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return res, fmt.Errorf("audit log did not verify: %w", verr)
 	}
 	for _, s := range steps {
-		if s.Status != s.WantStatus {
-			return res, fmt.Errorf("%s %s %s: got status %d, want %d (%s)", s.Who, s.Method, s.Service+s.Path, s.Status, s.WantStatus, s.Err)
+		if !s.ok() {
+			return res, fmt.Errorf("%s %s %s: got status %d reason %q, want %d %q (%s)", s.Who, s.Method, s.Service+s.Path, s.Status, s.Reason, s.WantStatus, s.WantReason, s.Err)
 		}
 	}
 	return res, nil
+}
+
+func (s *Step) ok() bool {
+	if s.Status != s.WantStatus {
+		return false
+	}
+	for _, r := range strings.Split(s.Reason, ",") {
+		if r == s.WantReason {
+			return true
+		}
+	}
+	return false
 }
 
 //go:embed backends/*.json
@@ -318,7 +343,7 @@ func serveBackend(ctx context.Context, name string) (string, error) {
 // play runs the scenario.
 func (c *city) play(ctx context.Context) ([]*Step, error) {
 	// The transport department tries to expose health records: refused by policy at announce time.
-	transport := &Step{Who: "dept/transport", Service: "health.records", Method: "EXPOSE", Path: "-", WantStatus: http.StatusForbidden, WantDecision: "deny"}
+	transport := &Step{Who: "dept/transport", Service: "health.records", Method: "EXPOSE", Path: "-", WantStatus: http.StatusForbidden, WantReason: "not_owner"}
 	if err := c.tryExpose(ctx, transport); err != nil {
 		return nil, err
 	}
@@ -396,21 +421,21 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 			return cl.Do(req)
 		}
 	}
-	run(&Step{Who: "ops/center", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 200, WantDecision: "allow"},
+	run(&Step{Who: "ops/center", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 200, WantReason: "allowed"},
 		viaConnect("ops", "ops/cadastre.parcels", "/parcels/q1-0042", ""))
-	run(&Step{Who: "forecast/sim", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "planning", WantStatus: 200, WantDecision: "allow"},
+	run(&Step{Who: "forecast/sim", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "planning", WantStatus: 200, WantReason: "allowed"},
 		viaConnect("forecast", "forecast/cadastre.parcels", "/parcels/q1-0042", ""))
-	run(&Step{Who: "forecast/sim", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 403, WantDecision: "deny"},
+	run(&Step{Who: "forecast/sim", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 403, WantReason: "classification_too_high"},
 		viaConnect("forecast", "forecast/health.records", "/Patient/123", ""))
-	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantDecision: "allow"},
+	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantReason: "allowed"},
 		viaH3(hospClient, "health.records", "/Patient/123", "treatment"))
-	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "marketing", WantStatus: 403, WantDecision: "deny"},
+	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "marketing", WantStatus: 403, WantReason: "purpose_not_allowed"},
 		viaH3(hospClient, "health.records", "/Patient/123", "marketing"))
-	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/%2e%2e%2Fadmin", Purpose: "treatment", WantStatus: 400, WantDecision: "deny"},
+	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/%2e%2e%2Fadmin", Purpose: "treatment", WantStatus: 400, WantReason: "bad_path"},
 		viaH3(hospClient, "health.records", "/Patient/%2e%2e%2Fadmin", "treatment"))
-	run(&Step{Who: "ops/center (expired SVID)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0},
+	run(&Step{Who: "ops/center (expired SVID)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0, WantReason: "expired"},
 		viaH3(expiredClient, "cadastre.parcels", "/parcels/q1-0042", "operations"))
-	run(&Step{Who: "ops/center (unknown CA)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0},
+	run(&Step{Who: "ops/center (unknown CA)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0, WantReason: "bad_chain"},
 		viaH3(rogueClient, "cadastre.parcels", "/parcels/q1-0042", "operations"))
 	return steps, nil
 }
@@ -470,8 +495,8 @@ func printSummary(out io.Writer, res *Result) {
 			status = "tls"
 		}
 		mark := "ok"
-		if s.Status != s.WantStatus {
-			mark = "UNEXPECTED"
+		if !s.ok() {
+			mark = "UNEXPECTED (want " + strconv.Itoa(s.WantStatus) + " " + s.WantReason + ")"
 		}
 		fmt.Fprintf(out, "%-28s %-18s %-34s %-11s %-7s %-26s %-6s %s\n", s.Who, s.Service, s.Method+" "+s.Path, s.Purpose, status, s.Reason, s.AuditIndex, mark)
 	}
