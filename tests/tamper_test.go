@@ -1,0 +1,103 @@
+package tests
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// TestAuditVerifyNamesFirstBadIndex tampers with a real gateway's log file and checks that
+// `ztgate audit verify` fails and names the first bad index.
+func TestAuditVerifyNamesFirstBadIndex(t *testing.T) {
+	c := startDeptCity(t, cityOpts{})
+	for i := 0; i < 20; i++ {
+		if r := do(&netHTTP, "GET", fmt.Sprintf("http://%s/parcels/%d", c.opsCadastre, i), "", nil, nil); r.status != 200 {
+			t.Fatalf("exchange %d: %d %s", i, r.status, r.body)
+		}
+	}
+	c.gw.stop()
+	if out := c.verify(); !strings.Contains(out, "ok:") {
+		t.Fatal(out)
+	}
+	n := len(c.records())
+	target := n / 2
+	cases := []struct {
+		desc string
+		sql  string
+	}{
+		{"altered record", fmt.Sprintf(`UPDATE records SET data = CAST(REPLACE(CAST(data AS TEXT), 'ops/center', 'ops/centre') AS BLOB) WHERE idx = %d`, target)},
+		{"deleted record", fmt.Sprintf(`DELETE FROM records WHERE idx = %d`, target)},
+		{"truncated log", fmt.Sprintf(`DELETE FROM records WHERE idx >= %d`, target)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.desc, func(t *testing.T) {
+			db := copyFile(t, c.auditDB())
+			execSQL(t, db, tc.sql)
+			out, err := run("audit", "verify", "--db", db, "--key", c.auditKey())
+			if exitCode(err) != 1 || !strings.Contains(out, "first bad index") {
+				t.Fatalf("tampered log passed or gave no index: exit %d\n%s", exitCode(err), out)
+			}
+			var got int
+			if _, err := fmt.Sscanf(out[strings.Index(out, "first bad index"):], "first bad index %d", &got); err != nil || got > target {
+				t.Fatalf("first bad index %d, want ≤ %d\n%s", got, target, out)
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "audit.db")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func execSQL(t *testing.T, path, stmt string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := db.ExecContext(ctx, stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		t.Fatalf("%s changed nothing", stmt)
+	}
+}
+
+// TestJoinTokenIsOneTime enrols a department with a token, then tries the same token again.
+func TestJoinTokenIsOneTime(t *testing.T) {
+	c := newCity(t, cityOpts{})
+	tok := strings.TrimSpace(mustRun(t, "pki", "token", "--ca", filepath.Join(c.dir, "ca"), "--spiffe-id", opsID, "--ttl", "5m"))
+	port := freeTCP(t)
+	body := fmt.Sprintf("consume:\n  - listen: %s\n    service: cadastre.parcels\n", port)
+	first := writeFile(t, filepath.Join(c.dir, "first.yaml"), fmt.Sprintf("gateway: %s\nspiffe_id: %s\nstate_dir: %s\njoin_token: %s\n%s", c.addr, opsID, filepath.Join(c.dir, "first"), tok, body))
+	p := start(t, "first", "connect", "--config", first)
+	p.waitFor(t, "connected to gateway", 20*time.Second)
+	second := writeFile(t, filepath.Join(c.dir, "second.yaml"), fmt.Sprintf("gateway: %s\nspiffe_id: %s\nstate_dir: %s\njoin_token: %s\nconsume:\n  - listen: %s\n    service: cadastre.parcels\n", c.addr, opsID, filepath.Join(c.dir, "second"), tok, freeTCP(t)))
+	out, err := run("connect", "--config", second)
+	if exitCode(err) != 1 || !strings.Contains(out, "already") && !strings.Contains(out, "used") {
+		t.Fatalf("second redemption: exit %d\n%s", exitCode(err), out)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "second", "svid.pem")); err == nil {
+		t.Fatal("the second redemption left an SVID behind")
+	}
+}
