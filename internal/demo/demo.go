@@ -116,6 +116,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res := &Result{Steps: steps}
 	if opts.Keep {
+		printSteps(opts.Out, steps)
 		c.printKeep(opts.Out)
 		<-ctx.Done()
 	}
@@ -485,11 +486,18 @@ func (c *city) printKeep(out io.Writer) {
 		fmt.Fprintf(out, "  consumer port %-32s http://%s\n", name, addr)
 	}
 	fmt.Fprintf(out, "Try: curl -i http://%s/parcels/q1-0042\n", c.ports["ops/cadastre.parcels"])
+	fmt.Fprintf(out, "Join another participant: ztgate pki token --ca %s --spiffe-id spiffe://city.example.vn/dept/<name>\n", filepath.Join(c.dir, "ca"))
+	fmt.Fprintf(out, "  and put the token in a connect config with gateway: %s\n", c.gwAddr)
 }
 
 func printSummary(out io.Writer, res *Result) {
+	printSteps(out, res.Steps)
+	printRecords(out, res)
+}
+
+func printSteps(out io.Writer, steps []*Step) {
 	fmt.Fprintf(out, "\n%-28s %-18s %-34s %-11s %-7s %-26s %s\n", "WHO", "SERVICE", "ASKED", "PURPOSE", "STATUS", "REASON", "AUDIT")
-	for _, s := range res.Steps {
+	for _, s := range steps {
 		status := strconv.Itoa(s.Status)
 		if s.Status == 0 {
 			status = "tls"
@@ -500,6 +508,9 @@ func printSummary(out io.Writer, res *Result) {
 		}
 		fmt.Fprintf(out, "%-28s %-18s %-34s %-11s %-7s %-26s %-6s %s\n", s.Who, s.Service, s.Method+" "+s.Path, s.Purpose, status, s.Reason, s.AuditIndex, mark)
 	}
+}
+
+func printRecords(out io.Writer, res *Result) {
 	fmt.Fprintf(out, "\nAudit log: %d records\n", len(res.Records))
 	fmt.Fprintf(out, "%-6s %-9s %-12s %-40s %-18s %s\n", "INDEX", "KIND", "DECISION", "SOURCE", "SERVICE", "REASONS / OUTCOME")
 	for _, r := range res.Records {
