@@ -611,35 +611,45 @@ func (l *Log) Records(ctx context.Context, from, to uint64, fn func(*Record) err
 		return fmt.Errorf("reading records %d..%d: %w", from, to, err)
 	}
 	defer rows.Close()
-	next := from
-	for rows.Next() {
-		var idx int64
-		var leaf, data []byte
-		if err := rows.Scan(&idx, &leaf, &data); err != nil {
-			return fmt.Errorf("reading record %d: %w", next, err)
-		}
-		if uint64(idx) != next {
-			return fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
-		}
-		if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
-			return fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, next)
-		}
-		rec, err := decodeRecord(data, next)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
-		if err := fn(rec); err != nil {
-			return err
-		}
-		next++
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading records %d..%d: %w", from, to, err)
+	next, err := scanRecords(rows, from, fn)
+	if err != nil {
+		return err
 	}
 	if next != to {
 		return fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
 	}
 	return nil
+}
+
+// scanRecords walks rows of (idx, leaf, data) starting at index from, checking each record against
+// its leaf hash and its own index, and returns the index after the last one read.
+func scanRecords(rows *sql.Rows, from uint64, fn func(*Record) error) (uint64, error) {
+	next := from
+	for rows.Next() {
+		var idx int64
+		var leaf, data []byte
+		if err := rows.Scan(&idx, &leaf, &data); err != nil {
+			return next, fmt.Errorf("reading record %d: %w", next, err)
+		}
+		if uint64(idx) != next {
+			return next, fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
+		}
+		if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
+			return next, fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, next)
+		}
+		rec, err := decodeRecord(data, next)
+		if err != nil {
+			return next, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		if err := fn(rec); err != nil {
+			return next, err
+		}
+		next++
+	}
+	if err := rows.Err(); err != nil {
+		return next, fmt.Errorf("reading records from %d: %w", from, err)
+	}
+	return next, nil
 }
 
 // Close stops accepting appends, commits what is queued, signs a final checkpoint and closes the

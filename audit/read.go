@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -26,27 +25,6 @@ func ReadRecords(ctx context.Context, path string, fn func(*Record) error) error
 		return fmt.Errorf("reading records of %s: %w", path, err)
 	}
 	defer rows.Close()
-	var next uint64
-	for rows.Next() {
-		var idx int64
-		var leaf, data []byte
-		if err := rows.Scan(&idx, &leaf, &data); err != nil {
-			return fmt.Errorf("reading record %d: %w", next, err)
-		}
-		if uint64(idx) != next {
-			return fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
-		}
-		if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
-			return fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, next)
-		}
-		rec, err := decodeRecord(data, next)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
-		if err := fn(rec); err != nil {
-			return err
-		}
-		next++
-	}
-	return rows.Err()
+	_, err = scanRecords(rows, 0, fn)
+	return err
 }

@@ -193,11 +193,7 @@ func cmdPKIToken(_ context.Context, env *Env, args []string) error {
 	if err := required(fs, "ca", "spiffe-id"); err != nil {
 		return err
 	}
-	sid, err := spiffeid.FromString(*id)
-	if err != nil {
-		return err
-	}
-	ca, err := pki.LoadCA(*dir, time.Now)
+	ca, sid, err := loadCAFor(*dir, *id)
 	if err != nil {
 		return err
 	}
@@ -207,6 +203,19 @@ func cmdPKIToken(_ context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintln(env.Stdout, tok)
 	return nil
+}
+
+// loadCAFor loads the CA in dir and parses an identity it is to act for.
+func loadCAFor(dir, id string) (*pki.CA, spiffeid.ID, error) {
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return nil, spiffeid.ID{}, fmt.Errorf("--spiffe-id: %w", err)
+	}
+	ca, err := pki.LoadCA(dir, time.Now)
+	if err != nil {
+		return nil, spiffeid.ID{}, err
+	}
+	return ca, sid, nil
 }
 
 func cmdPKIIssue(_ context.Context, env *Env, args []string) error {
@@ -221,11 +230,7 @@ func cmdPKIIssue(_ context.Context, env *Env, args []string) error {
 	if err := required(fs, "ca", "spiffe-id", "out"); err != nil {
 		return err
 	}
-	sid, err := spiffeid.FromString(*id)
-	if err != nil {
-		return err
-	}
-	ca, err := pki.LoadCA(*dir, time.Now)
+	ca, sid, err := loadCAFor(*dir, *id)
 	if err != nil {
 		return err
 	}
