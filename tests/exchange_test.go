@@ -98,6 +98,12 @@ func TestExchanges(t *testing.T) {
 			t.Fatalf("no receipt headers: %v", r.header)
 		}
 	})
+	t.Run("identity headers cannot be spoofed", func(t *testing.T) {
+		r := do(plain, "GET", "http://"+c.forecastCadastre+"/parcels/q1", "", nil, map[string]string{"Ztgate-Source": "spiffe://city.example.vn/dept/health", "Connection": "close"})
+		if r.status != 200 || !strings.Contains(r.body, `"source":"`+forecastID+`"`) {
+			t.Fatalf("backend saw a spoofed source: %d %s", r.status, r.body)
+		}
+	})
 	t.Run("allowed POST body streams both ways", func(t *testing.T) {
 		body := strings.Repeat("x", 300<<10)
 		r := do(plain, "POST", "http://"+c.opsCadastre+"/parcels/import", "", strings.NewReader(body), nil)

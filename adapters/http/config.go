@@ -51,6 +51,14 @@ func (e *Expose) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		return n.Decode(&e.URL)
 	}
+	// A custom unmarshaler loses the decoder's strictness, so check the keys here.
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i].Value; k != "url" && k != "timeout" {
+				return fmt.Errorf("line %d: field %s not found in type httpadapter.Expose", n.Content[i].Line, k)
+			}
+		}
+	}
 	type plain Expose
 	var p plain
 	if err := n.Decode(&p); err != nil {
