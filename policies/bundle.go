@@ -44,6 +44,9 @@ type policySet struct {
 	txn      storage.Transaction
 	revision string
 	services map[string]Destination
+	// use says which input fields the bundle reads; cache remembers its decisions by them.
+	use   inputUse
+	cache *decisionCache
 	// stamp is the directory's file metadata taken before loading, so a
 	// change made while loading is seen by Watch afterwards.
 	stamp string
@@ -116,6 +119,8 @@ func load(ctx context.Context, dir, query string) (*policySet, error) {
 		txn:      readTxn,
 		revision: revision,
 		services: catalogServices(b.Data),
+		use:      analyseInputUse(compiler.Modules),
+		cache:    &decisionCache{},
 		stamp:    stamp,
 	}, nil
 }

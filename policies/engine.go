@@ -191,6 +191,22 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	if in == nil {
 		return noDecision(ps.revision, "no input")
 	}
+	key, cacheable := ps.use.key(in)
+	if cacheable {
+		if d, ok := ps.cache.get(key); ok {
+			return d
+		}
+	}
+	d = e.evaluate(ctx, ps, in)
+	if cacheable && !d.NoDecision {
+		// Only evaluations that completed are remembered: a timeout may not recur.
+		ps.cache.put(key, d)
+	}
+	return d
+}
+
+// evaluate runs the prepared query on in.
+func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input) (d Decision) {
 	value, err := in.Value()
 	if err != nil {
 		return noDecision(ps.revision, err.Error())

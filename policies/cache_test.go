@@ -1,0 +1,100 @@
+package policies
+
+import (
+	"context"
+	"testing"
+)
+
+// TestDecisionCacheIsExact checks that the cache never answers for an input that differs in a field
+// the bundle reads, and that it does answer when only unread fields differ.
+func TestDecisionCacheIsExact(t *testing.T) {
+	tests := []struct {
+		desc        string
+		rego        string
+		a, b        func(*Input)
+		wantSame    bool // decisions for a and b must be equal
+		wantEntries int  // cache entries after deciding a then b
+	}{
+		{
+			desc:     "path read: different paths decide differently",
+			rego:     "package ztgate\n\ndecision := {\"allow\": input.request.path == \"/open\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Path = "/open" },
+			b:        func(in *Input) { in.Request.Path = "/closed" },
+			wantSame: false, wantEntries: 2,
+		},
+		{
+			desc:     "whole object read through a function argument",
+			rego:     "package ztgate\n\nf(r) := r.path == \"/open\"\n\ndecision := {\"allow\": f(input.request), \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Path = "/open" },
+			b:        func(in *Input) { in.Request.Path = "/closed" },
+			wantSame: false, wantEntries: 2,
+		},
+		{
+			desc:     "dynamic input reference keys by the whole input",
+			rego:     "package ztgate\n\nk := \"request\"\n\ndecision := {\"allow\": input[k].path == \"/open\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Path = "/open" },
+			b:        func(in *Input) { in.Request.Path = "/closed" },
+			wantSame: false, wantEntries: 2,
+		},
+		{
+			desc:     "headers read",
+			rego:     "package ztgate\n\ndecision := {\"allow\": input.request.headers[\"x-role\"] == \"admin\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Headers = map[string]string{"x-role": "admin"} },
+			b:        func(in *Input) { in.Request.Headers = map[string]string{"x-role": "viewer"} },
+			wantSame: false, wantEntries: 2,
+		},
+		{
+			desc:     "path not read: one evaluation serves both",
+			rego:     "package ztgate\n\ndecision := {\"allow\": input.request.purpose == \"treatment\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Path = "/a" },
+			b:        func(in *Input) { in.Request.Path = "/b" },
+			wantSame: true, wantEntries: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			e, err := NewEngine(context.Background(), Options{Bundle: writeBundle(t, map[string]string{"ztgate/p.rego": tt.rego})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ina := exchange(idHospital, "health.records", "GET", "treatment")
+			inb := exchange(idHospital, "health.records", "GET", "treatment")
+			tt.a(ina)
+			tt.b(inb)
+			da, db := e.Decide(context.Background(), ina), e.Decide(context.Background(), inb)
+			if da.NoDecision || db.NoDecision {
+				t.Fatalf("no decision: %+v %+v", da, db)
+			}
+			if (da.Allow == db.Allow) != tt.wantSame {
+				t.Fatalf("allow a=%v b=%v, want same=%v", da.Allow, db.Allow, tt.wantSame)
+			}
+			ps := e.active.Load()
+			if n := len(ps.cache.m); n != tt.wantEntries {
+				t.Fatalf("%d cache entries, want %d", n, tt.wantEntries)
+			}
+			// A cached answer equals a fresh evaluation.
+			if again, fresh := e.Decide(context.Background(), inb), e.evaluate(context.Background(), ps, inb); again.Allow != fresh.Allow {
+				t.Fatalf("cached %+v != evaluated %+v", again, fresh)
+			}
+		})
+	}
+}
+
+// TestCityDecisionsCachedEqualEvaluated runs the city table twice through Decide (the second time
+// from the cache) and once through a fresh evaluation, and requires identical results.
+func TestCityDecisionsCachedEqualEvaluated(t *testing.T) {
+	e := newCityEngine(t)
+	ids := []string{idHospital, "spiffe://city.example.vn/ops/center", "spiffe://city.example.vn/forecast/sim", "spiffe://city.example.vn/dept/health"}
+	for _, id := range ids {
+		for _, svc := range []string{"health.records", "cadastre.parcels", "transport.cameras", "nope.nope"} {
+			for _, purpose := range []string{"treatment", "planning", "operations", "marketing"} {
+				in := exchange(id, svc, "GET", purpose)
+				first, second := e.Decide(context.Background(), in), e.Decide(context.Background(), in)
+				fresh := e.evaluate(context.Background(), e.active.Load(), in)
+				if first.Allow != fresh.Allow || second.Allow != fresh.Allow || len(second.Reasons) != len(fresh.Reasons) || second.Reasons[0] != fresh.Reasons[0] {
+					t.Fatalf("%s %s %s: cached %+v, evaluated %+v", id, svc, purpose, second, fresh)
+				}
+			}
+		}
+	}
+}
