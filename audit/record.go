@@ -46,7 +46,8 @@ type Record struct {
 	Time           time.Time       `json:"time"` // UTC
 	Gateway        string          `json:"gateway,omitempty"`
 	Exchange       string          `json:"exchange,omitempty"` // exchange ID shared by decision+outcome
-	Source         string          `json:"source,omitempty"`   // peer SPIFFE ID ("" if unauthenticated)
+	Source         string          `json:"source,omitempty"`
+	Provider       string          `json:"provider,omitempty"` // outcome: the provider that received the request   // peer SPIFFE ID ("" if unauthenticated)
 	Remote         string          `json:"remote,omitempty"`   // peer UDP address
 	Service        string          `json:"service,omitempty"`
 	Method         string          `json:"method,omitempty"`

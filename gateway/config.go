@@ -252,7 +252,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	}
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey,
-		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
+		ID:       id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
 		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),
 	})
@@ -313,7 +313,11 @@ func loadResetKey(path string) (*quic.StatelessResetKey, error) {
 		if _, err := rand.Read(k[:]); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(path, k[:], 0o600); err != nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, k[:], 0o600); err != nil {
+			return nil, fmt.Errorf("writing stateless reset key: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
 			return nil, fmt.Errorf("writing stateless reset key: %w", err)
 		}
 		return &k, nil

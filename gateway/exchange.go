@@ -47,6 +47,9 @@ type consumerRequest struct {
 	purpose string
 	headers wire.Headers
 	body    io.Reader // streamed; nil for no body
+	// readDeadline sets the body's read deadline; cancelBody stops reading it.
+	readDeadline func(time.Time) error
+	cancelBody   func()
 }
 
 func newExchangeID() string {
@@ -151,6 +154,9 @@ func (g *Gateway) precheck(req *consumerRequest) (path string, reason policies.R
 	if err != nil {
 		return "", policies.Reason{Code: "bad_path", Message: err.Error()}, CodeBadRequest
 	}
+	if err := checkQuery(req.query); err != nil {
+		return "", policies.Reason{Code: "bad_query", Message: err.Error()}, CodeBadRequest
+	}
 	return p, policies.Reason{}, ""
 }
 
@@ -161,24 +167,64 @@ func (g *Gateway) bodyLimit(svc string) int64 {
 	return g.limits.MaxBodyBytes
 }
 
+// DefaultMaxQueryBytes bounds a query string.
+const DefaultMaxQueryBytes = 4096
+
+// checkQuery accepts only RFC 3986 query characters (and well-formed percent-escapes), so the
+// query cannot smuggle a space, a second request line or a fragment to the provider.
+func checkQuery(q string) error {
+	if len(q) > DefaultMaxQueryBytes {
+		return fmt.Errorf("query longer than %d bytes", DefaultMaxQueryBytes)
+	}
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0:
+		case c == '%':
+			if i+2 >= len(q) || !ishex(q[i+1]) || !ishex(q[i+2]) {
+				return errors.New("query has an invalid percent-escape")
+			}
+			i += 2
+		default:
+			return fmt.Errorf("query has a character %q that must be percent-encoded", c)
+		}
+	}
+	return nil
+}
+
 // exchange runs the pipeline for one consumer request.
 func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out responder) {
 	start := g.now()
 	xid := newExchangeID()
+	req.headers = canonicalHeaders(req.headers)
 	path, pre, preCode := g.precheck(req)
 	var d policies.Decision
 	var in *policies.Input
 	if preCode != "" {
-		in = g.input("exchange", req.peer, req.service, req.method, truncate(req.rawPath, 512), req.purpose, nil)
+		// Refused before policy: what the consumer sent is untrusted and may be huge, so the
+		// record keeps a bounded prefix of each field.
+		in = g.input("exchange", req.peer, truncate(req.service, 128), truncate(req.method, 32), truncate(req.rawPath, 512), truncate(req.purpose, 64), nil)
 		d = policies.Decision{Reasons: []policies.Reason{pre}}
+		if preCode == CodeRateLimited && !g.refusals.allow(req.peer.id.String()) {
+			g.logger.DebugContext(ctx, "rate-limited exchange refused without a record", "peer", req.peer.id.String())
+			out.refuse(wireError(CodeRateLimited, "too many exchanges from this identity"))
+			return
+		}
 	} else {
 		in = g.input("exchange", req.peer, req.service, req.method, path, req.purpose, req.headers)
-		d = g.opts.Policy.Decide(ctx, in)
+		in.Request.Query = req.query
+		d = g.policy.Decide(ctx, in)
+		if d.Allow {
+			if err := checkObligations(d.Obligations); err != nil {
+				d = policies.Decision{NoDecision: true, Revision: d.Revision, Reasons: []policies.Reason{{Code: policies.ReasonNoDecision, Message: err.Error()}}}
+			}
+		}
 	}
 	rec := g.decisionRecord("decision", xid, req.peer, in, d)
 	idx, err := g.opts.Audit.Append(ctx, rec)
 	if err != nil {
-		g.logger.ErrorContext(ctx, "audit log unavailable: refusing exchange", "exchange", xid, "peer", req.peer.id.String(), "service", req.service, "err", err)
+		g.logger.ErrorContext(ctx, "audit log unavailable: refusing exchange", "exchange", xid, "peer", req.peer.id.String(), "service", in.Destination.Service, "err", err)
 		out.refuse(wireError(CodeUnavailable, "audit log unavailable: exchange refused"))
 		return
 	}
@@ -192,7 +238,7 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 		}
 		e := wireError(code, "exchange refused")
 		e.Reasons, e.Exchange, e.AuditIndex = toWireReasons(d.Reasons), xid, &idx
-		g.logger.InfoContext(ctx, "exchange refused", "exchange", xid, "peer", req.peer.id.String(), "service", req.service, "reasons", reasonCodes(d.Reasons), "audit_index", idx)
+		g.logger.InfoContext(ctx, "exchange refused", "exchange", xid, "peer", req.peer.id.String(), "service", in.Destination.Service, "reasons", reasonCodes(d.Reasons), "audit_index", idx)
 		out.refuse(e)
 		return
 	}
@@ -203,6 +249,32 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 	g.relay(ctx, req, path, d, o, out)
 }
 
+// checkObligations refuses obligations whose shape the gateway cannot carry out exactly. The engine
+// already refused unknown keys; a known key with a malformed value must not be silently skipped.
+func checkObligations(obs map[string]any) error {
+	for k, v := range obs {
+		switch k {
+		case "audit_note":
+			if _, ok := v.(string); !ok {
+				return fmt.Errorf("obligation audit_note must be a string, got %T", v)
+			}
+		case "strip_response_headers":
+			list, ok := v.([]any)
+			if !ok {
+				return fmt.Errorf("obligation strip_response_headers must be a list of header names, got %T", v)
+			}
+			for _, h := range list {
+				if _, ok := h.(string); !ok {
+					return fmt.Errorf("obligation strip_response_headers must list strings, got %T", h)
+				}
+			}
+		default:
+			return fmt.Errorf("obligation %s is not supported by this gateway", k)
+		}
+	}
+	return nil
+}
+
 // outcome accumulates what happened after an allow, for the outcome record.
 type outcome struct {
 	g                     *Gateway
@@ -210,6 +282,7 @@ type outcome struct {
 	idx                   uint64
 	start                 time.Time
 	peer                  peer
+	provider              string
 	service, method, path string
 	purpose, note         string
 	status                int
@@ -218,11 +291,17 @@ type outcome struct {
 	reqSum, respSum       string
 }
 
+// DefaultOutcomeTimeout bounds the wait to record an outcome once the consumer has gone: the
+// provider may have acted on the request, so the record is written even then.
+const DefaultOutcomeTimeout = 10 * time.Second
+
 func (o *outcome) record(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultOutcomeTimeout)
+	defer cancel()
 	idx := o.idx
 	rec := &audit.Record{
 		Kind: "outcome", Time: o.g.now().UTC(), Gateway: o.g.opts.ID.String(), Exchange: o.xid, DecisionIndex: &idx,
-		Source: o.peer.id.String(), Service: o.service, Method: o.method, Path: o.path, Purpose: o.purpose,
+		Source: o.peer.id.String(), Provider: o.provider, Service: o.service, Method: o.method, Path: o.path, Purpose: o.purpose,
 		Status: o.status, Error: o.errMsg, RequestBytes: o.reqBytes, ResponseBytes: o.respBytes,
 		RequestSHA256: o.reqSum, ResponseSHA256: o.respSum, DurationMicros: o.g.now().Sub(o.start).Microseconds(), Note: o.note,
 	}
@@ -250,9 +329,25 @@ var hopHeaders = map[string]bool{
 	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true,
 }
 
+// forwardable reports whether a header may cross the gateway. Names are compared with "_" read as
+// "-", because CGI-style backends map both to the same variable (Ztgate_Source is Ztgate-Source).
 func forwardable(name string) bool {
-	l := strings.ToLower(name)
+	l := strings.ReplaceAll(strings.ToLower(name), "_", "-")
 	return !hopHeaders[l] && !strings.HasPrefix(l, "ztgate-")
+}
+
+// canonicalHeaders merges header names that differ only in case into their canonical form and drops
+// what may not cross, so policy and the provider see one and the same set of headers.
+func canonicalHeaders(h wire.Headers) wire.Headers {
+	out := make(wire.Headers, len(h))
+	for k, v := range h {
+		if !forwardable(k) {
+			continue
+		}
+		ck := http.CanonicalHeaderKey(k)
+		out[ck] = append(out[ck], v...)
+	}
+	return out
 }
 
 func filterHeaders(h wire.Headers, drop map[string]bool) wire.Headers {
@@ -280,12 +375,50 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 
 func (h *hashingReader) sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
 
+// idleReader refreshes a read deadline before every read, so a body that stalls for longer than
+// the idle timeout fails instead of pinning the exchange.
+type idleReader struct {
+	r   io.Reader
+	set func(time.Time) error
+	now func() time.Time
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	if i.set != nil {
+		_ = i.set(i.now().Add(DefaultBodyIdleTimeout))
+	}
+	return i.r.Read(p)
+}
+
+// idleWriter does the same for writes.
+type idleWriter struct {
+	w   io.Writer
+	set func(time.Time) error
+	now func() time.Time
+}
+
+func (i *idleWriter) Write(p []byte) (int, error) {
+	_ = i.set(i.now().Add(DefaultBodyIdleTimeout))
+	return i.w.Write(p)
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, d policies.Decision, o *outcome, out responder) {
-	prov := g.routes.pick(req.service)
+	prov := g.routes.pick(req.service, g.now())
 	if prov == nil {
 		o.fail(ctx, out, false, wireError(CodeUnavailable, "no provider is connected for "+req.service))
 		return
 	}
+	// The right to expose was decided at announce time; the bundle may have changed since.
+	if ed := g.policy.Decide(ctx, g.input("expose", prov.peer, req.service, "ANNOUNCE", "/", "", nil)); !ed.Allow {
+		g.routes.remove(req.service, prov)
+		g.logger.WarnContext(ctx, "provider may no longer expose the service; route withdrawn", "service", req.service, "provider", prov.peer.id.String(), "reasons", reasonCodes(ed.Reasons))
+		_, _ = g.opts.Audit.Append(ctx, g.decisionRecord("expose", "", prov.peer, g.input("expose", prov.peer, req.service, "ANNOUNCE", "/", "", nil), ed))
+		o.fail(ctx, out, false, wireError(CodeUnavailable, "no provider may currently serve "+req.service))
+		return
+	}
+	o.provider = prov.peer.id.String()
 	octx, cancel := context.WithTimeout(ctx, DefaultOpenStreamTimeout)
 	str, err := prov.conn.OpenStreamSync(octx)
 	cancel()
@@ -298,24 +431,26 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 	limit := g.bodyLimit(req.service)
 	fwd := &wire.Request{
 		Service: req.service, Method: req.method, Path: path, Query: req.query, Purpose: req.purpose,
-		Headers: filterHeaders(req.headers, nil), Exchange: o.xid, Source: req.peer.id.String(),
+		Headers: req.headers, Exchange: o.xid, Source: req.peer.id.String(),
 	}
-	if err := wire.WriteJSON(str, wire.TypeRequest, fwd); err != nil {
+	pw := &idleWriter{w: str, set: str.SetWriteDeadline, now: g.now}
+	if err := wire.WriteJSON(pw, wire.TypeRequest, fwd); err != nil {
 		str.CancelRead(0)
 		o.fail(ctx, out, false, wireError(CodeBadGateway, "sending request to provider: "+err.Error()))
 		return
 	}
 
 	// Request body: consumer → provider, concurrently with the response.
-	hr := &hashingReader{r: emptyIfNil(req.body), h: sha256.New()}
+	hr := &hashingReader{r: &idleReader{r: emptyIfNil(req.body), set: req.readDeadline, now: g.now}, h: sha256.New()}
 	var reqErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		bw := wire.NewBodyWriter(str, limit)
-		buf := make([]byte, 32<<10)
-		_, err := io.CopyBuffer(bw, io.LimitReader(hr, limit+1), buf)
+		bw := wire.NewBodyWriter(pw, limit)
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		_, err := io.CopyBuffer(bw, io.LimitReader(hr, limit+1), *bp)
 		if err == nil && hr.n > limit {
 			err = fmt.Errorf("%w: request body exceeds %d bytes", wire.ErrTooLarge, limit)
 		}
@@ -327,50 +462,54 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 			str.CancelWrite(0)
 		}
 	}()
+	// Every way out of here first stops both directions, so the body goroutine cannot outlive the
+	// exchange (it may be blocked reading a consumer that stopped sending).
+	abortBoth := func() {
+		str.CancelRead(0)
+		str.CancelWrite(0)
+		if req.cancelBody != nil {
+			req.cancelBody()
+		}
+		wg.Wait()
+	}
 
 	r := wire.NewReader(str, g.limits.MaxHeaderBytes)
 	str.SetReadDeadline(g.now().Add(DefaultProviderTimeout))
 	var resp wire.Response
 	err = r.ReadJSON(wire.TypeResponse, &resp)
-	str.SetReadDeadline(time.Time{})
 	if err != nil {
-		str.CancelRead(0)
-		str.CancelWrite(0)
-		wg.Wait()
+		abortBoth()
 		o.reqBytes, o.reqSum = hr.n, hr.sum()
 		o.fail(ctx, out, false, g.relayError("provider", err, reqErr))
 		return
 	}
-	if resp.Status < 100 || resp.Status > 599 {
-		str.CancelRead(0)
-		str.CancelWrite(0)
-		wg.Wait()
-		o.fail(ctx, out, false, wireError(CodeBadGateway, fmt.Sprintf("provider sent invalid status %d", resp.Status)))
+	if resp.Status < 200 || resp.Status > 599 {
+		abortBoth()
+		o.fail(ctx, out, false, wireError(CodeBadGateway, fmt.Sprintf("provider sent status %d; only final statuses 200-599 cross the gateway", resp.Status)))
 		return
 	}
 	drop := map[string]bool{}
 	if hs, ok := d.Obligations["strip_response_headers"].([]any); ok {
 		for _, h := range hs {
-			if s, ok := h.(string); ok {
-				drop[strings.ToLower(s)] = true
-			}
+			drop[strings.ToLower(h.(string))] = true // shape checked by checkObligations
 		}
 	}
 	idx := o.idx
 	head := &wire.Response{Status: resp.Status, Headers: filterHeaders(resp.Headers, drop), Exchange: o.xid, AuditIndex: &idx}
 	if err := out.start(head); err != nil {
-		str.CancelRead(0)
-		str.CancelWrite(0)
-		wg.Wait()
+		abortBoth()
 		o.status, o.errMsg = resp.Status, "consumer went away: "+err.Error()
 		o.reqBytes, o.reqSum = hr.n, hr.sum()
 		_ = o.record(ctx)
 		return
 	}
 	br := wire.NewBodyReader(r, limit)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var bodyErr error
 	for {
+		str.SetReadDeadline(g.now().Add(DefaultBodyIdleTimeout))
 		n, err := br.Read(buf)
 		if n > 0 {
 			if werr := out.write(buf[:n]); werr != nil {
@@ -387,10 +526,10 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 		}
 	}
 	if bodyErr != nil {
-		str.CancelRead(0)
-		str.CancelWrite(0)
+		abortBoth()
+	} else {
+		wg.Wait()
 	}
-	wg.Wait()
 	o.status = resp.Status
 	o.reqBytes, o.reqSum = hr.n, hr.sum()
 	o.respBytes, o.respSum = br.Sum()
@@ -453,6 +592,7 @@ func (g *Gateway) exchangeAdapter(ctx context.Context, p peer, str *quic.Stream,
 	cr := &consumerRequest{
 		peer: p, service: req.Service, method: req.Method, rawPath: req.Path, query: req.Query,
 		purpose: req.Purpose, headers: req.Headers, body: body,
+		readDeadline: str.SetReadDeadline, cancelBody: func() { str.CancelRead(0) },
 	}
 	g.exchange(ctx, cr, &adapterResponder{g: g, str: str})
 }
@@ -474,6 +614,7 @@ func (a *adapterResponder) start(resp *wire.Response) error {
 }
 
 func (a *adapterResponder) write(p []byte) error {
+	a.str.SetWriteDeadline(a.g.now().Add(DefaultBodyIdleTimeout))
 	_, err := a.bw.Write(p)
 	return err
 }

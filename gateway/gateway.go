@@ -82,7 +82,9 @@ type Gateway struct {
 	logger      *slog.Logger
 	now         func() time.Time
 	routes      *routes
+	policy      *decisionPool
 	limiter     *identityLimiter
+	refusals    *identityLimiter
 	authLog     *rate.Limiter
 	conns       atomic.Int64
 	authDropped atomic.Int64
@@ -116,6 +118,8 @@ func New(opts Options) (*Gateway, error) {
 		routes:  newRoutes(),
 		authLog: rate.NewLimiter(DefaultAuthAuditRate, DefaultAuthAuditRate),
 	}
+	g.policy = newDecisionPool(opts.Policy, 0)
+	g.refusals = newIdentityLimiter(DefaultRefusalAuditRate, 2*DefaultRefusalAuditRate, DefaultMaxTrackedIdentities, g.now)
 	g.limiter = newIdentityLimiter(g.limits.RatePerIdentity, g.limits.BurstPerIdentity, DefaultMaxTrackedIdentities, g.now)
 	g.tlsConf = g.serverTLSConfig()
 	g.h3 = &http3.Server{
@@ -153,6 +157,7 @@ func (g *Gateway) Serve(ctx context.Context, pc net.PacketConn) error {
 		conn, err := ln.Accept(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
+				g.policy.close()
 				g.h3.Close()
 				g.wg.Wait()
 				return nil
@@ -205,10 +210,17 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 	p, err := peerOf(cs, conn.RemoteAddr())
 	if err != nil {
-		// The handshake verified the peer, so this cannot happen; refuse anyway.
+		// Only a verified certificate gets here (session resumption is off); refuse anyway.
 		conn.CloseWithError(0x12, "unauthenticated")
 		return
 	}
+	// A connection is worth no more than the SVID it was opened with: close it when that expires.
+	// Connectors re-dial with a fresh SVID at half-life, so this drops nothing that rotates.
+	expire := time.AfterFunc(p.notAfter.Sub(g.now()), func() {
+		g.logger.InfoContext(ctx, "closing connection: peer SVID expired", "peer", p.id.String())
+		conn.CloseWithError(0x13, "svid expired")
+	})
+	defer expire.Stop()
 	if cs.NegotiatedProtocol == wire.ALPNH3 {
 		if err := g.h3.ServeQUICConn(conn); err != nil && ctx.Err() == nil {
 			g.logger.DebugContext(ctx, "http/3 connection ended", "peer", p.id.String(), "err", err)
@@ -219,13 +231,17 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 }
 
 func (g *Gateway) serveAdapter(ctx context.Context, conn *quic.Conn, p peer) {
-	prov := &provider{conn: conn, peer: p}
+	prov := &provider{conn: conn, peer: p, renewals: rate.NewLimiter(rate.Every(DefaultRenewInterval), 2)}
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
 			return
 		}
-		go g.serveStream(ctx, prov, str)
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.serveStream(ctx, prov, str)
+		}()
 	}
 }
 
@@ -244,6 +260,10 @@ func (g *Gateway) serveStream(ctx context.Context, prov *provider, str *quic.Str
 	str.SetReadDeadline(time.Time{})
 	switch f.Type {
 	case wire.TypeHello:
+		if !prov.hello.CompareAndSwap(false, true) {
+			g.refuseStream(str, CodeProtocol, "HELLO is sent once per connection")
+			return
+		}
 		var h wire.Hello
 		if err := wire.DecodeJSON(f, &h); err != nil {
 			g.refuseStream(str, CodeProtocol, err.Error())
@@ -258,6 +278,10 @@ func (g *Gateway) serveStream(ctx context.Context, prov *provider, str *quic.Str
 		}
 		g.exchangeAdapter(ctx, prov.peer, str, r, &req)
 	case wire.TypeRenew:
+		if !prov.renewals.Allow() {
+			g.refuseStream(str, CodeRateLimited, "renewing too often")
+			return
+		}
 		var rn wire.Renew
 		if err := wire.DecodeJSON(f, &rn); err != nil {
 			g.refuseStream(str, CodeProtocol, err.Error())
@@ -297,7 +321,7 @@ func (g *Gateway) announce(ctx context.Context, prov *provider, str *quic.Stream
 			continue
 		}
 		in := g.input("expose", prov.peer, svc, "ANNOUNCE", "/", "", nil)
-		d := g.opts.Policy.Decide(ctx, in)
+		d := g.policy.Decide(ctx, in)
 		rec := g.decisionRecord("expose", "", prov.peer, in, d)
 		if _, err := g.opts.Audit.Append(ctx, rec); err != nil {
 			g.logger.ErrorContext(ctx, "audit log unavailable: refusing announcement", "peer", prov.peer.id.String(), "err", err)
@@ -396,6 +420,13 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	} else {
 		rec.Decision = "allow"
 	}
+	if err != nil && !g.authLog.Allow() {
+		// Failed enrolments come from unauthenticated peers: like failed handshakes, they are
+		// recorded up to a rate and counted beyond it.
+		g.authDropped.Add(1)
+		g.refuseStream(str, CodeDenied, err.Error())
+		return
+	}
 	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
 		g.logger.ErrorContext(ctx, "audit log unavailable: refusing enrolment", "err", aerr)
 		g.refuseStream(str, CodeUnavailable, "audit log unavailable")
@@ -423,15 +454,19 @@ func (g *Gateway) serverTLSConfig() *tls.Config {
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: g.opts.Source.GetCertificate,
 		NextProtos:     []string{wire.ALPN, wire.ALPNH3},
+		// A resumed session skips VerifyPeerCertificate, so it could outlive the SVID it was made
+		// with, or carry no certificate at all: every connection does a full handshake.
+		SessionTicketsDisabled: true,
 		// RequestClientCert (not Require) so that a missing certificate reaches verifyPeer, which
 		// refuses it with an audited reason.
 		ClientAuth: tls.RequestClientCert,
 	}
 	enrol := &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		GetCertificate: enrolCertificate(g.opts.Source, g.opts.Issuer),
-		NextProtos:     []string{wire.ALPNEnrol},
-		ClientAuth:     tls.NoClientCert,
+		MinVersion:             tls.VersionTLS13,
+		GetCertificate:         enrolCertificate(g.opts.Source, g.opts.Issuer),
+		NextProtos:             []string{wire.ALPNEnrol},
+		ClientAuth:             tls.NoClientCert,
+		SessionTicketsDisabled: true,
 	}
 	cfg := base.Clone()
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {

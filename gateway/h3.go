@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ztgate/ztgate/gateway/wire"
 )
@@ -41,16 +43,24 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range r.Header {
 		hdrs[k] = v
 	}
+	rc := http.NewResponseController(w)
+	var body io.Reader
+	if r.Body != nil && r.Body != http.NoBody {
+		body = r.Body
+	}
 	req := &consumerRequest{
 		peer: p, service: svc, method: r.Method, rawPath: "/" + sub, query: query,
-		purpose: r.Header.Get(HeaderPurpose), headers: hdrs, body: r.Body,
+		purpose: r.Header.Get(HeaderPurpose), headers: hdrs, body: body,
+		readDeadline: rc.SetReadDeadline, cancelBody: func() { r.Body.Close() },
 	}
-	g.exchange(r.Context(), req, &httpResponder{w: w})
+	g.exchange(r.Context(), req, &httpResponder{w: w, rc: rc, now: g.now})
 }
 
 // httpResponder answers an HTTP/3 (or, in adapters, HTTP/1.1) consumer.
 type httpResponder struct {
 	w       http.ResponseWriter
+	rc      *http.ResponseController
+	now     func() time.Time
 	started bool
 }
 
@@ -97,6 +107,9 @@ func (h *httpResponder) start(resp *wire.Response) error {
 }
 
 func (h *httpResponder) write(p []byte) error {
+	if h.rc != nil {
+		_ = h.rc.SetWriteDeadline(h.now().Add(DefaultBodyIdleTimeout))
+	}
 	_, err := h.w.Write(p)
 	return err
 }

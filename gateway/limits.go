@@ -32,6 +32,15 @@ const (
 	DefaultOpenStreamTimeout = 5 * time.Second
 	// DefaultIdleTimeout closes connections that send nothing; adapters keep alive at a third of it.
 	DefaultIdleTimeout = 60 * time.Second
+	// DefaultRenewInterval is the least time between two renewals on one connection; connectors
+	// renew at half-life, so even 10-second SVIDs stay well inside it.
+	DefaultRenewInterval = 2 * time.Second
+	// DefaultBodyIdleTimeout bounds how long a body may stall in either direction before the
+	// exchange is broken off, so a peer that stops reading or writing cannot pin a stream.
+	DefaultBodyIdleTimeout = 30 * time.Second
+	// DefaultRefusalAuditRate bounds, per identity, the records of refusals that need no policy
+	// (rate limiting): beyond it they are counted, so a flood cannot fill the log's queue.
+	DefaultRefusalAuditRate = 5
 	// DefaultAuthAuditRate bounds audit records for failed handshakes, so garbage cannot flood the log;
 	// failures beyond it are counted in the process log.
 	DefaultAuthAuditRate = 50

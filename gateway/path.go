@@ -43,6 +43,9 @@ func NormalizePath(raw string) (string, error) {
 				return "", fmt.Errorf("%w: encoded %q is ambiguous", ErrBadPath, string(c))
 			case '%':
 				return "", fmt.Errorf("%w: encoded %% (double encoding)", ErrBadPath)
+			case ';', '?', '#':
+				// Decoded, these would mean path parameters, a query or a fragment to the provider.
+				return "", fmt.Errorf("%w: encoded %q changes what the path means", ErrBadPath, string(c))
 			}
 		}
 		if c == '\\' {
@@ -60,6 +63,11 @@ func NormalizePath(raw string) (string, error) {
 	segs := strings.Split(dec, "/")
 	out := make([]string, 0, len(segs))
 	for _, s := range segs {
+		// "..;x" is ".." to servers that strip path parameters (Tomcat, Spring): refuse it rather
+		// than let policy and provider disagree.
+		if base, _, ok := strings.Cut(s, ";"); ok && (base == "." || base == "..") {
+			return "", fmt.Errorf("%w: dot segment with parameters", ErrBadPath)
+		}
 		switch s {
 		case "", ".":
 		case "..":

@@ -34,6 +34,12 @@ func TestNormalizePath(t *testing.T) {
 		{desc: "short escape", in: "/a%2", wantErr: true},
 		{desc: "relative", in: "Patient/1", wantErr: true},
 		{desc: "invalid utf8", in: "/%ff%fe", wantErr: true},
+		{desc: "encoded semicolon", in: "/public/..%3B/secret", wantErr: true},
+		{desc: "dot-dot with parameters", in: "/public/..;x/secret", wantErr: true},
+		{desc: "dot with parameters", in: "/public/.;x/secret", wantErr: true},
+		{desc: "encoded question mark", in: "/a%3Fb", wantErr: true},
+		{desc: "encoded hash", in: "/a%23b", wantErr: true},
+		{desc: "matrix parameter on a name", in: "/parcels;v=2/q1", want: "/parcels;v=2/q1"},
 	}
 	for _, tt := range tests {
 		got, err := NormalizePath(tt.in)

@@ -3,15 +3,18 @@ package gateway
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 )
 
 // provider is one adapter connection that announced services.
 type provider struct {
-	conn *quic.Conn
-	peer peer
-	seq  uint64
+	conn     *quic.Conn
+	peer     peer
+	hello    atomic.Bool   // HELLO is once per connection
+	renewals *rate.Limiter // RENEW costs a signature and a record: bounded per connection
 }
 
 // routes maps a service to the provider connections that may serve it. The newest announcement is
@@ -48,13 +51,13 @@ func (r *routes) remove(svc string, p *provider) {
 	}
 }
 
-// pick returns the newest live provider for svc, or nil.
-func (r *routes) pick(svc string) *provider {
+// pick returns the newest live provider for svc whose SVID has not expired, or nil.
+func (r *routes) pick(svc string, now time.Time) *provider {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	list := r.bySvc[svc]
 	for i := len(list) - 1; i >= 0; i-- {
-		if list[i].conn.Context().Err() == nil {
+		if list[i].conn.Context().Err() == nil && now.Before(list[i].peer.notAfter) {
 			return list[i]
 		}
 	}

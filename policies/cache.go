@@ -94,6 +94,7 @@ func (u inputUse) key(in *Input) (string, bool) {
 		add("request", "path", in.Request.Path) &&
 		add("request", "purpose", in.Request.Purpose) &&
 		add("request", "headers", in.Request.Headers) &&
+		add("request", "query", in.Request.Query) &&
 		add("context", "time", ctxTime) &&
 		add("context", "gateway", in.Context.Gateway) &&
 		add("context", "country", in.Context.Country)

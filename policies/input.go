@@ -39,6 +39,8 @@ type Request struct {
 	Path    string            `json:"path"`
 	Purpose string            `json:"purpose"`
 	Headers map[string]string `json:"headers"`
+	// Query is the raw query string, as the provider receives it.
+	Query string `json:"query"`
 }
 
 // Context is where and when the gateway decides. A zero Time is left out of
@@ -74,6 +76,7 @@ var (
 	keyOwner          = ast.StringTerm("owner")
 	keyPath           = ast.StringTerm("path")
 	keyPurpose        = ast.StringTerm("purpose")
+	keyQuery          = ast.StringTerm("query")
 	keyRequest        = ast.StringTerm("request")
 	keyService        = ast.StringTerm("service")
 	keySource         = ast.StringTerm("source")
@@ -124,6 +127,7 @@ func (in *Input) Value() (ast.Value, error) {
 			ast.Item(keyPath, ast.StringTerm(in.Request.Path)),
 			ast.Item(keyPurpose, ast.StringTerm(in.Request.Purpose)),
 			ast.Item(keyHeaders, stringMapTerm(in.Request.Headers)),
+			ast.Item(keyQuery, ast.StringTerm(in.Request.Query)),
 		))),
 		ast.Item(keyContext, ast.NewTerm(ctxObj)),
 	), nil

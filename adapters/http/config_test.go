@@ -49,7 +49,7 @@ func TestConfigDecode(t *testing.T) {
 
 func TestBackendError(t *testing.T) {
 	for in, want := range map[string]string{
-		"dial tcp 127.0.0.1:1: connect: connection refused": "connection refused",
+		"dial tcp 127.0.0.1:1: connect: connection refused":                                 "connection refused",
 		`net/http: HTTP/1.x transport connection broken: malformed HTTP response "SSH-2.0"`: "malformed HTTP response",
 	} {
 		if got := backendError(errString(in)); !strings.Contains(got, want) {

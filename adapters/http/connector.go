@@ -32,6 +32,10 @@ import (
 const (
 	// DefaultDrainTimeout is how long a rotated-out connection may finish its exchanges.
 	DefaultDrainTimeout = 30 * time.Second
+	// DefaultKeepAlive is how often an idle connection pings the gateway. Besides keeping NAT
+	// state, a ping to a restarted gateway draws a stateless reset, so the connector re-dials
+	// within seconds instead of waiting for the idle timeout.
+	DefaultKeepAlive = 3 * time.Second
 	// DefaultDialTimeout bounds one dial to the gateway.
 	DefaultDialTimeout = 5 * time.Second
 	// DefaultRedialMax caps the backoff between failed dials.
@@ -66,7 +70,41 @@ type Connector struct {
 
 type gwConn struct {
 	conn     *quic.Conn
-	inflight sync.WaitGroup
+	announce *quic.Stream // closing it withdraws this connection's routes at the gateway
+	mu       sync.Mutex
+	n        int  // exchanges in flight on this connection
+	draining bool // rotated out: no new local request starts on it
+}
+
+// acquire counts a local consumer's exchange; it fails once the connection drains.
+func (gc *gwConn) acquire() bool {
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	if gc.draining {
+		return false
+	}
+	gc.n++
+	return true
+}
+
+// acquireDelivery counts a delivery from the gateway, which is served even while draining: the
+// gateway may have routed it just before it saw the routes withdrawn.
+func (gc *gwConn) acquireDelivery() {
+	gc.mu.Lock()
+	gc.n++
+	gc.mu.Unlock()
+}
+
+func (gc *gwConn) release() {
+	gc.mu.Lock()
+	gc.n--
+	gc.mu.Unlock()
+}
+
+func (gc *gwConn) inflight() int {
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	return gc.n
 }
 
 // New prepares a connector; Run starts it.
@@ -149,10 +187,12 @@ func (c *Connector) loadIdentity(ctx context.Context) (*pki.SVID, error) {
 	if err := os.MkdirAll(c.cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := pki.WritePEMCertificates(filepath.Join(c.cfg.StateDir, "bundle.pem"), roots); err != nil {
+	// The token is spent: keep the SVID first, so a crash before the bundle is written costs a
+	// re-fetch of the bundle, not a new token.
+	if err := svid.Save(c.cfg.StateDir); err != nil {
 		return nil, err
 	}
-	if err := svid.Save(c.cfg.StateDir); err != nil {
+	if err := pki.WritePEMCertificates(filepath.Join(c.cfg.StateDir, "bundle.pem"), roots); err != nil {
 		return nil, err
 	}
 	c.logger.InfoContext(ctx, "enrolled", "id", svid.ID.String(), "not_after", svid.NotAfter())
@@ -336,7 +376,7 @@ func (c *Connector) dial(ctx context.Context) (*gwConn, error) {
 	conn, err := quic.DialAddr(dctx, c.cfg.Gateway, tlsConf, &quic.Config{
 		HandshakeIdleTimeout: DefaultDialTimeout,
 		MaxIdleTimeout:       gateway.DefaultIdleTimeout,
-		KeepAlivePeriod:      gateway.DefaultIdleTimeout / 3,
+		KeepAlivePeriod:      DefaultKeepAlive,
 		MaxIncomingStreams:   gateway.DefaultMaxStreamsPerConn,
 	})
 	if err != nil {
@@ -373,6 +413,7 @@ func (c *Connector) announce(ctx context.Context, gc *gwConn) error {
 		return fmt.Errorf("announce refused: %w", err)
 	}
 	str.SetReadDeadline(time.Time{})
+	gc.announce = str
 	for _, r := range w.Refused {
 		codes := make([]string, 0, len(r.Reasons))
 		for _, x := range r.Reasons {
@@ -461,12 +502,22 @@ func (c *Connector) Run(ctx context.Context) error {
 	return nil
 }
 
+// DefaultDrainGrace is how long a rotated-out connection keeps accepting deliveries after it
+// withdrew its routes, for exchanges the gateway routed just before.
+const DefaultDrainGrace = time.Second
+
 func (c *Connector) drain(gc *gwConn) {
-	done := make(chan struct{})
-	go func() { gc.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(DefaultDrainTimeout):
+	gc.mu.Lock()
+	gc.draining = true
+	gc.mu.Unlock()
+	if gc.announce != nil {
+		gc.announce.Close()
+		gc.announce.CancelRead(0)
+	}
+	time.Sleep(DefaultDrainGrace)
+	deadline := time.Now().Add(DefaultDrainTimeout)
+	for gc.inflight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
 	}
 	gc.conn.CloseWithError(0, "rotated")
 }
@@ -499,14 +550,16 @@ func (c *Connector) openStream(ctx context.Context) (*quic.Stream, func(), error
 		if gc == nil {
 			return nil, nil, errors.New("not connected to the gateway")
 		}
-		gc.inflight.Add(1)
+		if !gc.acquire() {
+			continue // rotated out under us; take the new one
+		}
 		octx, cancel := context.WithTimeout(ctx, gateway.DefaultOpenStreamTimeout)
 		str, err := gc.conn.OpenStreamSync(octx)
 		cancel()
 		if err == nil {
-			return str, gc.inflight.Done, nil
+			return str, gc.release, nil
 		}
-		gc.inflight.Done()
+		gc.release()
 		if c.cur.Load() == gc {
 			return nil, nil, err
 		}
@@ -547,13 +600,25 @@ func (c *Connector) consumeHandler(cs Consume) http.Handler {
 			gateway.WriteErrorJSON(w, &wire.Error{Status: http.StatusBadGateway, Code: gateway.CodeBadGateway, Message: err.Error()})
 			return
 		}
+		bodyDone := make(chan struct{})
 		go func() {
+			defer close(bodyDone)
 			bw := wire.NewBodyWriter(str, DefaultMaxBodyBytes)
 			if _, err := io.Copy(bw, r.Body); err != nil {
 				str.CancelWrite(0)
 				return
 			}
 			_, _ = bw.Close()
+		}()
+		// The body goroutine writes to str and reads r.Body: it must end before either goes away.
+		defer func() {
+			select {
+			case <-bodyDone:
+			default:
+				str.CancelWrite(0)
+				r.Body.Close()
+				<-bodyDone
+			}
 		}()
 		rd := wire.NewReader(str, wire.DefaultMaxHeaderBytes)
 		var resp wire.Response

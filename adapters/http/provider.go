@@ -22,9 +22,9 @@ func (c *Connector) serveDeliveries(ctx context.Context, gc *gwConn) {
 		if err != nil {
 			return
 		}
-		gc.inflight.Add(1)
+		gc.acquireDelivery()
 		go func() {
-			defer gc.inflight.Done()
+			defer gc.release()
 			c.deliver(ctx, str)
 		}()
 	}
