@@ -323,7 +323,7 @@ func jsonBackend(t *testing.T) *backend {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Server", "dept-backend/1.0")
 		body, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, `{"path":%q,"source":%q,"purpose":%q,"body_bytes":%d}`, r.URL.Path, r.Header.Get("Ztgate-Source"), r.Header.Get("Ztgate-Purpose"), len(body))
+		fmt.Fprintf(w, `{"path":%q,"source":%q,"purpose":%q,"body_bytes":%d,"spoof":%q}`, r.URL.Path, r.Header.Get("Ztgate-Source"), r.Header.Get("Ztgate-Purpose"), len(body), r.Header.Get("Ztgate_Source"))
 	})
 }
 
