@@ -122,6 +122,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("federation[%d].bundle_file is required", i))
 		}
 	}
+	if err := c.Limits.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for svc, o := range c.Services {
+		if o.MaxBodyBytes < 0 {
+			errs = append(errs, fmt.Errorf("services.%s.max_body_bytes must not be negative", svc))
+		}
+	}
 	if c.Policy.Bundle == "" {
 		errs = append(errs, errors.New("policy.bundle is required"))
 	}

@@ -87,6 +87,7 @@ type Gateway struct {
 	refusals    *identityLimiter
 	authLog     *rate.Limiter
 	conns       atomic.Int64
+	enrolConns  atomic.Int64
 	authDropped atomic.Int64
 	tlsConf     *tls.Config
 	h3          *http3.Server
@@ -201,6 +202,14 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 	cs := conn.ConnectionState().TLS
 	switch cs.NegotiatedProtocol {
 	case wire.ALPNEnrol:
+		// Enrolment is open to anyone with a token, or none: keep it from taking the slots of
+		// participants that must re-dial after rotating their SVIDs.
+		if g.enrolConns.Add(1) > DefaultMaxEnrolConns {
+			g.enrolConns.Add(-1)
+			conn.CloseWithError(0x10, "too many enrolments in progress")
+			return
+		}
+		defer g.enrolConns.Add(-1)
 		g.serveEnrol(ctx, conn)
 		return
 	case wire.ALPN, wire.ALPNH3:

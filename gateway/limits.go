@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -22,6 +24,8 @@ const (
 	DefaultBurstPerIdentity = 1000
 	// DefaultMaxTrackedIdentities bounds the rate limiter's memory.
 	DefaultMaxTrackedIdentities = 100000
+	// DefaultMaxEnrolConns bounds enrolment connections in progress; enrolment is rare and quick.
+	DefaultMaxEnrolConns = 64
 	// DefaultMaxAnnounce bounds the services one HELLO may announce.
 	DefaultMaxAnnounce = 256
 	// DefaultFirstFrameTimeout is how long a new stream may take to say what it is for.
@@ -54,6 +58,20 @@ type Limits struct {
 	MaxBodyBytes      int64   `yaml:"max_body_bytes"`
 	RatePerIdentity   float64 `yaml:"rate_per_identity"`
 	BurstPerIdentity  int     `yaml:"burst_per_identity"`
+}
+
+// validate refuses limits that cannot mean what they say.
+func (l Limits) validate() error {
+	if l.MaxStreamsPerConn < 0 || l.MaxConns < 0 || l.MaxHeaderBytes < 0 || l.MaxBodyBytes < 0 || l.BurstPerIdentity < 0 {
+		return errors.New("limits must not be negative")
+	}
+	if math.IsNaN(l.RatePerIdentity) || math.IsInf(l.RatePerIdentity, 0) || l.RatePerIdentity < 0 {
+		return errors.New("limits.rate_per_identity must be a finite, non-negative number")
+	}
+	if l.MaxHeaderBytes != 0 && (l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20) {
+		return errors.New("limits.max_header_bytes must be between 1 KiB and 1 MiB")
+	}
+	return nil
 }
 
 func (l Limits) withDefaults() Limits {
