@@ -378,27 +378,29 @@ func (h *hashingReader) sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
 // idleReader refreshes a read deadline before every read, so a body that stalls for longer than
 // the idle timeout fails instead of pinning the exchange.
 type idleReader struct {
-	r   io.Reader
-	set func(time.Time) error
-	now func() time.Time
+	r    io.Reader
+	set  func(time.Time) error
+	now  func() time.Time
+	idle time.Duration
 }
 
 func (i *idleReader) Read(p []byte) (int, error) {
 	if i.set != nil {
-		_ = i.set(i.now().Add(DefaultBodyIdleTimeout))
+		_ = i.set(i.now().Add(i.idle))
 	}
 	return i.r.Read(p)
 }
 
 // idleWriter does the same for writes.
 type idleWriter struct {
-	w   io.Writer
-	set func(time.Time) error
-	now func() time.Time
+	w    io.Writer
+	set  func(time.Time) error
+	now  func() time.Time
+	idle time.Duration
 }
 
 func (i *idleWriter) Write(p []byte) (int, error) {
-	_ = i.set(i.now().Add(DefaultBodyIdleTimeout))
+	_ = i.set(i.now().Add(i.idle))
 	return i.w.Write(p)
 }
 
@@ -433,7 +435,7 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 		Service: req.service, Method: req.method, Path: path, Query: req.query, Purpose: req.purpose,
 		Headers: req.headers, Exchange: o.xid, Source: req.peer.id.String(),
 	}
-	pw := &idleWriter{w: str, set: str.SetWriteDeadline, now: g.now}
+	pw := &idleWriter{w: str, set: str.SetWriteDeadline, now: g.now, idle: g.limits.BodyIdleTimeout}
 	if err := wire.WriteJSON(pw, wire.TypeRequest, fwd); err != nil {
 		str.CancelRead(0)
 		o.fail(ctx, out, false, wireError(CodeBadGateway, "sending request to provider: "+err.Error()))
@@ -441,7 +443,7 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 	}
 
 	// Request body: consumer → provider, concurrently with the response.
-	hr := &hashingReader{r: &idleReader{r: emptyIfNil(req.body), set: req.readDeadline, now: g.now}, h: sha256.New()}
+	hr := &hashingReader{r: &idleReader{r: emptyIfNil(req.body), set: req.readDeadline, now: g.now, idle: g.limits.BodyIdleTimeout}, h: sha256.New()}
 	var reqErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -509,7 +511,7 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 	buf := *bp
 	var bodyErr error
 	for {
-		str.SetReadDeadline(g.now().Add(DefaultBodyIdleTimeout))
+		str.SetReadDeadline(g.now().Add(g.limits.BodyIdleTimeout))
 		n, err := br.Read(buf)
 		if n > 0 {
 			if werr := out.write(buf[:n]); werr != nil {
@@ -614,7 +616,7 @@ func (a *adapterResponder) start(resp *wire.Response) error {
 }
 
 func (a *adapterResponder) write(p []byte) error {
-	a.str.SetWriteDeadline(a.g.now().Add(DefaultBodyIdleTimeout))
+	a.str.SetWriteDeadline(a.g.now().Add(a.g.limits.BodyIdleTimeout))
 	_, err := a.bw.Write(p)
 	return err
 }

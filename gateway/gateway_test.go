@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	httpadapter "github.com/ztgate/ztgate/adapters/http"
+	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/gateway/wire"
 	"github.com/ztgate/ztgate/pki"
@@ -192,5 +194,82 @@ func TestStreamsAreReleased(t *testing.T) {
 		if st, body := get(t, cl, u, "operations"); st != 200 {
 			t.Fatalf("exchange %d: %d %s", i, st, body)
 		}
+	}
+}
+
+// TestStalledBodyIsBrokenOff sends half a request body over the adapter protocol and then nothing:
+// the gateway must break the exchange off after the idle timeout and record the outcome, instead of
+// holding the stream (and a provider stream) forever.
+func TestStalledBodyIsBrokenOff(t *testing.T) {
+	c := startCity(t, gateway.Limits{BodyIdleTimeout: 500 * time.Millisecond})
+	svid, err := c.ca.Issue(spiffeid.RequireFromString("spiffe://city.example.vn/ops/center"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pki.NewTrustBundles()
+	b.Set(c.ca.TrustDomain(), c.ca.Roots())
+	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPN},
+		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, c.addr, tlsConf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteJSON(str, wire.TypeRequest, wire.Request{Service: "cadastre.parcels", Method: "POST", Path: "/parcels/import", Purpose: "operations"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteFrame(str, wire.TypeData, []byte(`{"partial":`)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	str.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := wire.NewReader(str, 0)
+	var werr *wire.Error
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			t.Fatalf("stream ended without an ERROR: %v", err)
+		}
+		if f.Type == wire.TypeError {
+			var e wire.Error
+			if err := wire.DecodeJSON(f, &e); err != nil {
+				t.Fatal(err)
+			}
+			werr = &e
+			break
+		}
+		if f.Type == wire.TypeEnd {
+			t.Fatal("exchange completed although the request body never ended")
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("broken off after %s", took)
+	}
+	if werr.Status < 400 {
+		t.Fatalf("ERROR with status %d", werr.Status)
+	}
+	// The outcome is on record.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var found bool
+		c.rt.Audit.Records(ctx, 0, c.rt.Audit.Size(), func(r *audit.Record) error {
+			if r.Kind == "outcome" && r.Exchange == werr.Exchange && r.Status >= 400 {
+				found = true
+			}
+			return nil
+		})
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed outcome record for exchange %s", werr.Exchange)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

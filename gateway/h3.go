@@ -53,7 +53,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		purpose: r.Header.Get(HeaderPurpose), headers: hdrs, body: body,
 		readDeadline: rc.SetReadDeadline, cancelBody: func() { r.Body.Close() },
 	}
-	g.exchange(r.Context(), req, &httpResponder{w: w, rc: rc, now: g.now})
+	g.exchange(r.Context(), req, &httpResponder{w: w, rc: rc, now: g.now, idle: g.limits.BodyIdleTimeout})
 }
 
 // httpResponder answers an HTTP/3 (or, in adapters, HTTP/1.1) consumer.
@@ -61,6 +61,7 @@ type httpResponder struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	now     func() time.Time
+	idle    time.Duration
 	started bool
 }
 
@@ -108,7 +109,7 @@ func (h *httpResponder) start(resp *wire.Response) error {
 
 func (h *httpResponder) write(p []byte) error {
 	if h.rc != nil {
-		_ = h.rc.SetWriteDeadline(h.now().Add(DefaultBodyIdleTimeout))
+		_ = h.rc.SetWriteDeadline(h.now().Add(h.idle))
 	}
 	_, err := h.w.Write(p)
 	return err

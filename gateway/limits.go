@@ -58,11 +58,13 @@ type Limits struct {
 	MaxBodyBytes      int64   `yaml:"max_body_bytes"`
 	RatePerIdentity   float64 `yaml:"rate_per_identity"`
 	BurstPerIdentity  int     `yaml:"burst_per_identity"`
+	// BodyIdleTimeout breaks off a body that moves no byte for this long, in either direction.
+	BodyIdleTimeout time.Duration `yaml:"body_idle_timeout"`
 }
 
 // validate refuses limits that cannot mean what they say.
 func (l Limits) validate() error {
-	if l.MaxStreamsPerConn < 0 || l.MaxConns < 0 || l.MaxHeaderBytes < 0 || l.MaxBodyBytes < 0 || l.BurstPerIdentity < 0 {
+	if l.MaxStreamsPerConn < 0 || l.MaxConns < 0 || l.MaxHeaderBytes < 0 || l.MaxBodyBytes < 0 || l.BurstPerIdentity < 0 || l.BodyIdleTimeout < 0 {
 		return errors.New("limits must not be negative")
 	}
 	if math.IsNaN(l.RatePerIdentity) || math.IsInf(l.RatePerIdentity, 0) || l.RatePerIdentity < 0 {
@@ -92,6 +94,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.BurstPerIdentity <= 0 {
 		l.BurstPerIdentity = DefaultBurstPerIdentity
+	}
+	if l.BodyIdleTimeout <= 0 {
+		l.BodyIdleTimeout = DefaultBodyIdleTimeout
 	}
 	return l
 }
