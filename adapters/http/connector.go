@@ -36,6 +36,10 @@ const (
 	// state, a ping to a restarted gateway draws a stateless reset, so the connector re-dials
 	// within seconds instead of waiting for the idle timeout.
 	DefaultKeepAlive = 3 * time.Second
+	// DefaultIdleTimeout closes a connection that heard nothing from the gateway for this long (three
+	// missed keep-alives), so a connector finds a crashed or restarted gateway within seconds even
+	// when its packets draw no stateless reset, and re-dials.
+	DefaultIdleTimeout = 10 * time.Second
 	// DefaultDialTimeout bounds one dial to the gateway.
 	DefaultDialTimeout = 5 * time.Second
 	// DefaultRedialMax caps the backoff between failed dials.
@@ -375,7 +379,7 @@ func (c *Connector) dial(ctx context.Context) (*gwConn, error) {
 	defer cancel()
 	conn, err := quic.DialAddr(dctx, c.cfg.Gateway, tlsConf, &quic.Config{
 		HandshakeIdleTimeout: DefaultDialTimeout,
-		MaxIdleTimeout:       gateway.DefaultIdleTimeout,
+		MaxIdleTimeout:       DefaultIdleTimeout,
 		KeepAlivePeriod:      DefaultKeepAlive,
 		MaxIncomingStreams:   gateway.DefaultMaxStreamsPerConn,
 	})
