@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -370,19 +371,32 @@ func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.R
 		g.refuseStream(str, CodeUnauthenticated, "svid expired; enrol again")
 		return
 	}
-	chain, err := g.opts.Issuer.Sign(rn.CSR, p.id, g.opts.SVIDTTL)
-	rec := &audit.Record{Kind: "enrol", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Source: p.id.String(), Remote: p.remote, Note: "renew"}
-	if err != nil {
-		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: "bad_csr", Message: err.Error()}}
+	// Whether an identity may keep renewing is policy: an officer revokes one by taking it out of
+	// the catalog, and it loses access within one SVID lifetime.
+	in := g.input("renew", p, "", "RENEW", "/", "", nil)
+	d := g.policy.Decide(ctx, in)
+	var chain []*x509.Certificate
+	var err error
+	rec := g.decisionRecord("enrol", "", p, in, d)
+	rec.Note = "renew"
+	if d.Allow {
+		chain, err = g.opts.Issuer.Sign(rn.CSR, p.id, g.opts.SVIDTTL)
+		if err != nil {
+			rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: "bad_csr", Message: err.Error()}}
+		}
 	} else {
-		rec.Decision = "allow"
+		err = fmt.Errorf("renewal refused by policy: %s", strings.Join(reasonCodes(d.Reasons), ", "))
 	}
 	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
 		g.refuseStream(str, CodeUnavailable, "audit log unavailable")
 		return
 	}
 	if err != nil {
-		g.refuseStream(str, CodeBadRequest, err.Error())
+		code := CodeBadRequest
+		if !d.Allow {
+			code = CodeDenied
+		}
+		g.refuseStream(str, code, err.Error())
 		return
 	}
 	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, nil))

@@ -2,10 +2,12 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -25,10 +27,11 @@ import (
 )
 
 type testCity struct {
-	rt   *gateway.Runtime
-	addr string
-	ca   *pki.CA
-	hits atomic.Int64
+	bundleDir string
+	rt        *gateway.Runtime
+	addr      string
+	ca        *pki.CA
+	hits      atomic.Int64
 }
 
 // startCity runs a real gateway (QUIC on loopback, built-in CA, default bundle, SQLite audit) and a
@@ -61,7 +64,7 @@ func startCity(t *testing.T, limits gateway.Limits) *testCity {
 		t.Fatal(err)
 	}
 	go rt.Serve(ctx, pc)
-	c := &testCity{rt: rt, addr: pc.LocalAddr().String(), ca: ca}
+	c := &testCity{rt: rt, addr: pc.LocalAddr().String(), ca: ca, bundleDir: filepath.Join(dir, "policy")}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -271,5 +274,65 @@ func TestStalledBodyIsBrokenOff(t *testing.T) {
 			t.Fatalf("no failed outcome record for exchange %s", werr.Exchange)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRenewalIsPolicy renews an SVID over the adapter protocol, then takes the identity out of the
+// catalog: the next renewal must be refused, which is how an officer revokes an identity.
+func TestRenewalIsPolicy(t *testing.T) {
+	c := startCity(t, gateway.Limits{})
+	id := spiffeid.RequireFromString("spiffe://city.example.vn/ops/center")
+	svid, err := c.ca.Issue(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pki.NewTrustBundles()
+	b.Set(c.ca.TrustDomain(), c.ca.Roots())
+	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPN},
+		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	renew := func() error {
+		conn, err := quic.DialAddr(ctx, c.addr, tlsConf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseWithError(0, "")
+		str, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, _, err := pki.NewCSR(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wire.WriteJSON(str, wire.TypeRenew, wire.Renew{CSR: csr}); err != nil {
+			t.Fatal(err)
+		}
+		var s wire.SVID
+		return wire.NewReader(str, 0).ReadJSON(wire.TypeSVID, &s)
+	}
+	if err := renew(); err != nil {
+		t.Fatalf("renewal of a catalogued identity: %v", err)
+	}
+	catalog := filepath.Join(c.bundleDir, "catalog", "data.json")
+	data, err := os.ReadFile(catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := strings.Replace(string(data), `"spiffe://city.example.vn/ops/center"`, `"spiffe://city.example.vn/ops/retired"`, 1)
+	if removed == string(data) {
+		t.Fatal("catalog does not list the ops center")
+	}
+	if err := os.WriteFile(catalog, []byte(removed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.rt.Policy.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = renew()
+	var werr *wire.Error
+	if !errors.As(err, &werr) || werr.Code != gateway.CodeDenied || !strings.Contains(werr.Message, "unknown_identity") {
+		t.Fatalf("renewal after removal from the catalog: %v; want denied unknown_identity", err)
 	}
 }

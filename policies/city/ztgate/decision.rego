@@ -19,7 +19,7 @@ levels := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 # Methods a partner outside the city's trust domain may use: partners read.
 read_methods := {"GET", "HEAD"}
 
-actions := {"exchange", "expose"}
+actions := {"exchange", "expose", "renew"}
 
 # Response headers removed before data leaves the city's trust domain, so the
 # departments' software and versions are not disclosed abroad.
@@ -41,6 +41,16 @@ allow if {
 allow if {
 	input.action == "expose"
 	expose_permitted
+}
+
+# Renewing an SVID is allowed for the city's own identities that are still in
+# the catalog: removing an identity from the catalog stops its renewals, so it
+# loses access within one SVID lifetime.
+allow if {
+	input.action == "renew"
+	same_trust_domain(input.source)
+	input.source.trust_domain == data.catalog.trust_domain
+	data.catalog.identities[input.source.spiffe_id]
 }
 
 # The allow path reads the input and catalog directly rather than through
@@ -173,7 +183,20 @@ denials contains reason("trust_domain_mismatch", sprintf("trust domain %q does n
 
 denials contains reason("unknown_service", sprintf("service %q is not in the catalog", [service_name])) if {
 	actions[action]
+	action != "renew"
 	not service
+}
+
+# Checks for a renewal.
+
+denials contains reason("unknown_identity", sprintf("identity %q is not in the catalog", [source_id])) if {
+	input.action == "renew"
+	not identity
+}
+
+denials contains reason("foreign_identity", sprintf("%s is not an identity of %s", [source_id, data.catalog.trust_domain])) if {
+	input.action == "renew"
+	not home
 }
 
 # Checks for a consumer's exchange.

@@ -32,7 +32,33 @@ expose(id, service) := {
 	"context": {"time": "2026-11-24T10:00:00Z", "gateway": "spiffe://city.example.vn/gateway/gw-1", "country": "VN"},
 }
 
+renew(id) := {
+	"action": "renew",
+	"source": {"spiffe_id": id, "trust_domain": trust_domain(id), "attributes": {}},
+	"destination": {"service": "", "labels": {}},
+	"request": {"method": "RENEW", "path": "/", "purpose": "", "headers": {}},
+	"context": {"time": "2026-11-24T10:00:00Z", "gateway": "spiffe://city.example.vn/gateway/gw-1", "country": "VN"},
+}
+
 codes(d) := [r.code | some r in d.reasons]
+
+test_catalogued_identity_renews if {
+	d := ztgate.decision with input as renew(ops)
+	d.allow == true
+	codes(d) == ["allowed"]
+}
+
+test_identity_removed_from_catalog_cannot_renew if {
+	d := ztgate.decision with input as renew("spiffe://city.example.vn/dept/former")
+	d.allow == false
+	codes(d) == ["unknown_identity"]
+}
+
+test_partner_cannot_renew_at_city_gateway if {
+	d := ztgate.decision with input as renew(hospital)
+	d.allow == false
+	codes(d) == ["foreign_identity"]
+}
 
 test_ops_reads_cameras_for_operations if {
 	d := ztgate.decision with input as exchange(ops, "transport.cameras", "GET", "operations")
@@ -211,6 +237,10 @@ agreement_cases := [
 	expose(cadastre, "health.records"),
 	expose(hospital, "health.records"),
 	expose(health, "health.genomes"),
+	renew(ops),
+	renew(health),
+	renew("spiffe://city.example.vn/dept/former"),
+	renew(hospital),
 ]
 
 # allow grants access on its own; denials explains. They must agree: a
