@@ -1,9 +1,13 @@
 package policies
 
 import (
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/binary"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -56,49 +60,64 @@ func (u inputUse) reads(top, field string) bool {
 	return u.all || u.fields[top] || u.fields[top+"."+field]
 }
 
-// key returns the cache key of in: the fields the bundle reads, and nothing else.
+// key returns the cache key of in: a SHA-256 over a lossless, length-prefixed encoding of the
+// fields the bundle reads (and of which fields those are), so no two inputs that differ in a read
+// field share a key, and every entry costs the same few bytes whatever the input's size.
 func (u inputUse) key(in *Input) (string, bool) {
-	var b strings.Builder
-	b.Grow(256)
-	add := func(top, field string, v any) bool {
-		if !u.reads(top, field) {
-			b.WriteByte(0)
-			return true
-		}
-		switch x := v.(type) {
-		case string:
-			b.WriteString(x)
-		default:
-			j, err := json.Marshal(x) // maps marshal with sorted keys
-			if err != nil {
-				return false
-			}
-			b.Write(j)
-		}
-		b.WriteByte(0)
-		return true
+	h := sha256.New()
+	var n [8]byte
+	str := func(s string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
 	}
+	field := func(top, name string, write func()) {
+		if !u.reads(top, name) {
+			h.Write([]byte{0})
+			return
+		}
+		h.Write([]byte{1})
+		write()
+	}
+	strMap := func(m map[string]string) {
+		keys := slices.Sorted(maps.Keys(m))
+		binary.BigEndian.PutUint64(n[:], uint64(len(keys)))
+		h.Write(n[:])
+		for _, k := range keys {
+			str(k)
+			str(m[k])
+		}
+	}
+	ok := true
 	ctxTime := ""
 	if !in.Context.Time.IsZero() {
-		ctxTime = in.Context.Time.UTC().Format("2006-01-02T15:04:05.999999999Z07:00")
+		ctxTime = in.Context.Time.UTC().Format(time.RFC3339Nano)
 	}
-	ok := add("action", "", in.Action) &&
-		add("source", "spiffe_id", in.Source.SPIFFEID) &&
-		add("source", "trust_domain", in.Source.TrustDomain) &&
-		add("source", "attributes", in.Source.Attributes) &&
-		add("destination", "service", in.Destination.Service) &&
-		add("destination", "owner", in.Destination.Owner) &&
-		add("destination", "classification", in.Destination.Classification) &&
-		add("destination", "labels", in.Destination.Labels) &&
-		add("request", "method", in.Request.Method) &&
-		add("request", "path", in.Request.Path) &&
-		add("request", "purpose", in.Request.Purpose) &&
-		add("request", "headers", in.Request.Headers) &&
-		add("request", "query", in.Request.Query) &&
-		add("context", "time", ctxTime) &&
-		add("context", "gateway", in.Context.Gateway) &&
-		add("context", "country", in.Context.Country)
-	return b.String(), ok
+	field("action", "", func() { str(in.Action) })
+	field("source", "spiffe_id", func() { str(in.Source.SPIFFEID) })
+	field("source", "trust_domain", func() { str(in.Source.TrustDomain) })
+	field("source", "attributes", func() {
+		// Attributes are arbitrary values: encode them as OPA sees them, losslessly.
+		v, err := ast.InterfaceToValue(in.Source.Attributes)
+		if err != nil {
+			ok = false
+			return
+		}
+		str(v.String())
+	})
+	field("destination", "service", func() { str(in.Destination.Service) })
+	field("destination", "owner", func() { str(in.Destination.Owner) })
+	field("destination", "classification", func() { str(in.Destination.Classification) })
+	field("destination", "labels", func() { strMap(in.Destination.Labels) })
+	field("request", "method", func() { str(in.Request.Method) })
+	field("request", "path", func() { str(in.Request.Path) })
+	field("request", "purpose", func() { str(in.Request.Purpose) })
+	field("request", "headers", func() { strMap(in.Request.Headers) })
+	field("request", "query", func() { str(in.Request.Query) })
+	field("context", "time", func() { str(ctxTime) })
+	field("context", "gateway", func() { str(in.Context.Gateway) })
+	field("context", "country", func() { str(in.Context.Country) })
+	return string(h.Sum(nil)), ok
 }
 
 // decisionCache remembers decisions of one bundle. Entries are shared: callers must not modify a

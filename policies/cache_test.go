@@ -44,6 +44,13 @@ func TestDecisionCacheIsExact(t *testing.T) {
 			wantSame: false, wantEntries: 2,
 		},
 		{
+			desc:     "header values that JSON would both turn into U+FFFD",
+			rego:     "package ztgate\n\ndecision := {\"allow\": crypto.sha256(input.request.headers.token) == \"a8100ae6aa1940d0b663bb31cd466142ebbdbd5187131b92d93818987832eb89\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Headers = map[string]string{"token": "\xff"} },
+			b:        func(in *Input) { in.Request.Headers = map[string]string{"token": "\xfe"} },
+			wantSame: false, wantEntries: 2,
+		},
+		{
 			desc:     "path not read: one evaluation serves both",
 			rego:     "package ztgate\n\ndecision := {\"allow\": input.request.purpose == \"treatment\", \"reasons\": [{\"code\": \"x\"}]}\n",
 			a:        func(in *Input) { in.Request.Path = "/a" },
