@@ -110,9 +110,12 @@ func load(ctx context.Context, dir, query string) (*policySet, error) {
 		return nil, fmt.Errorf("%w: %s defines no rule for %s", ErrBadBundle, dir, query)
 	}
 
-	revision := b.Manifest.Revision
-	if revision == "" {
-		revision = digest
+	// The manifest's revision is what officers name; the digest is what was actually loaded (the
+	// manifest is not signed yet, so anyone who can write the folder could keep its name). Every
+	// audit record carries both.
+	revision := digest
+	if b.Manifest.Revision != "" {
+		revision = b.Manifest.Revision + "@" + digest
 	}
 	return &policySet{
 		query:    pq,

@@ -218,7 +218,11 @@ func TestPolicyErrorAndReload(t *testing.T) {
 			noDecision = true
 		}
 		if rec.Kind == "decision" {
-			revs[rec.PolicyRevision] = true
+			name, digest, _ := strings.Cut(rec.PolicyRevision, "@")
+			if !strings.HasPrefix(digest, "sha256:") {
+				t.Errorf("decision %d names revision %q without its content digest", rec.Index, rec.PolicyRevision)
+			}
+			revs[name] = true
 		}
 	}
 	if !noDecision {

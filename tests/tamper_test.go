@@ -36,6 +36,14 @@ func TestAuditVerifyNamesFirstBadIndex(t *testing.T) {
 		{"deleted record", fmt.Sprintf(`DELETE FROM records WHERE idx = %d`, target)},
 		{"truncated log", fmt.Sprintf(`DELETE FROM records WHERE idx >= %d`, target)},
 	}
+	t.Run("log without checkpoints", func(t *testing.T) {
+		db := copyFile(t, c.auditDB())
+		execSQL(t, db, `DELETE FROM checkpoints`)
+		out, err := run("audit", "verify", "--db", db, "--key", c.auditKey())
+		if exitCode(err) != 1 || !strings.Contains(out, "no checkpoint") {
+			t.Fatalf("an unsigned log passed: exit %d\n%s", exitCode(err), out)
+		}
+	})
 	for _, tc := range cases {
 		t.Run(tc.desc, func(t *testing.T) {
 			db := copyFile(t, c.auditDB())

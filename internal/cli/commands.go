@@ -289,6 +289,7 @@ func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {
 is consistent with the last, and names the first bad index on failure.`)
 	db := fs.String("db", "", "audit log (SQLite file)")
 	key := fs.String("key", "", "the log's verifier key file ("+audit.VerifierKeyFile+")")
+	allowTail := fs.Bool("allow-unsigned-tail", false, "accept records after the newest checkpoint (a log read right after a crash, before the gateway signed again)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -306,7 +307,20 @@ is consistent with the last, and names the first bad index on failure.`)
 		}
 		return fmt.Errorf("log does NOT verify: %w", err)
 	}
-	fmt.Fprintf(env.Stdout, "ok: %d records, %d checkpoints verified\n", rep.Entries, rep.Checkpoints)
+	// A log nobody signed proves nothing: without a checkpoint the key was never used, so anyone
+	// could have written it.
+	if rep.Entries > 0 && rep.Checkpoints == 0 {
+		return fmt.Errorf("log does NOT verify: %d records and no checkpoint signed by %s", rep.Entries, v.Name())
+	}
+	if rep.Unsigned > 0 && !*allowTail {
+		return fmt.Errorf("log does NOT verify: the last %d records are not covered by a signed checkpoint (first unsigned index %d); a running or crashed gateway signs them within a second of restarting, or pass --allow-unsigned-tail", rep.Unsigned, rep.Entries-rep.Unsigned)
+	}
+	fmt.Fprintf(env.Stdout, "ok: %d records, %d checkpoints verified (signed by %s)", rep.Entries, rep.Checkpoints, v.Name())
+	if rep.Unsigned > 0 {
+		fmt.Fprintf(env.Stdout, "; %d records after the newest checkpoint", rep.Unsigned)
+	}
+	fmt.Fprintln(env.Stdout)
+	fmt.Fprintln(env.Stdout, "note: this proves the file is consistent with its own checkpoints; to rule out a rollback, compare the newest checkpoint with one held elsewhere (a witness, a party's receipt)")
 	return nil
 }
 
