@@ -504,6 +504,15 @@ func (l *Log) checkpoint(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storing checkpoint at size %d: %w: %w", size, ErrUnavailable, err)
 	}
+	// A checkpoint already stored at this size must be for the same root: anything else means the
+	// file was changed under us, and a second root for one size is a fork.
+	var stored []byte
+	if err := l.wconn.QueryRowContext(ctx, `SELECT root FROM checkpoints WHERE size = ?`, int64(size)).Scan(&stored); err != nil {
+		return nil, fmt.Errorf("reading back checkpoint at size %d: %w: %w", size, ErrUnavailable, err)
+	}
+	if !bytes.Equal(stored, root[:]) {
+		return nil, fmt.Errorf("%w: a checkpoint at size %d already names another root", ErrCorrupt, size)
+	}
 	l.lastCheckpoint, l.hasCheckpoint = size, true
 	return msg, nil
 }

@@ -149,7 +149,8 @@ func (b *TrustBundles) Verify(rawCerts [][]byte, now time.Time) (spiffeid.ID, *x
 		Roots:         bd.pool,
 		Intermediates: inters,
 		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		// An SVID authenticates TLS peers; a leaf restricted to, say, code signing is not one.
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}); err != nil {
 		return spiffeid.ID{}, nil, peerErr(CodeBadChain, "leaf %s does not chain to the %s trust bundle: %w", id, id.TrustDomain(), err)
 	}

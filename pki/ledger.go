@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,9 +91,22 @@ func parseLedgerLine(line string) (string, time.Time, error) {
 }
 
 func (l *TokenLedger) openAppend() error {
+	_, statErr := os.Stat(l.path)
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
+	}
+	if os.IsNotExist(statErr) {
+		// A new file's name is durable only once its directory is: without this, a power loss
+		// could take the ledger, and every token it records would work again.
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := syncDir(filepath.Dir(l.path)); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	l.f = f
 	return nil

@@ -244,6 +244,9 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"leaf without digitalSignature", func() any {
 			return c.craftLeaf(t, func(x *x509.Certificate) { x.KeyUsage = x509.KeyUsageKeyEncipherment })
 		}, "bad_svid"},
+		{"leaf for code signing only", func() any {
+			return c.craftLeaf(t, func(x *x509.Certificate) { x.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning} })
+		}, "bad_chain"},
 		{"no client certificate", func() any { return nil }, "no_certificate"},
 	}
 	for _, tc := range cases {
