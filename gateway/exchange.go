@@ -207,6 +207,7 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 		in = g.input("exchange", req.peer, truncate(req.service, 128), truncate(req.method, 32), truncate(req.rawPath, 512), truncate(req.purpose, 64), nil)
 		d = policies.Decision{Reasons: []policies.Reason{pre}}
 		if preCode == CodeRateLimited && !g.refusals.allow(req.peer.id.String()) {
+			g.refDropped.Add(1)
 			g.logger.DebugContext(ctx, "rate-limited exchange refused without a record", "peer", req.peer.id.String())
 			out.refuse(wireError(CodeRateLimited, "too many exchanges from this identity"))
 			return

@@ -89,7 +89,8 @@ type Gateway struct {
 	authLog     *rate.Limiter
 	conns       atomic.Int64
 	enrolConns  atomic.Int64
-	authDropped atomic.Int64
+	authDropped atomic.Int64 // refused handshakes and enrolments beyond the audit rate
+	refDropped  atomic.Int64 // rate-limited exchanges beyond the per-identity audit rate
 	tlsConf     *tls.Config
 	h3          *http3.Server
 	wg          sync.WaitGroup
@@ -155,6 +156,7 @@ func (g *Gateway) Serve(ctx context.Context, pc net.PacketConn) error {
 		ln.Close()
 		tr.Close()
 	}()
+	go g.reportUnrecorded(ctx)
 	for {
 		conn, err := ln.Accept(ctx)
 		if err != nil {
@@ -177,6 +179,32 @@ func (g *Gateway) Serve(ctx context.Context, pc net.PacketConn) error {
 			defer g.conns.Add(-1)
 			g.serveConn(ctx, conn)
 		}()
+	}
+}
+
+// DefaultUnrecordedReport is how often the gateway writes one record summing up the refusals it
+// did not record one by one (because of the audit rate bounds), so the log still says they happened.
+const DefaultUnrecordedReport = 10 * time.Second
+
+func (g *Gateway) reportUnrecorded(ctx context.Context) {
+	t := time.NewTicker(DefaultUnrecordedReport)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		auth, ref := g.authDropped.Swap(0), g.refDropped.Swap(0)
+		if auth == 0 && ref == 0 {
+			continue
+		}
+		note := fmt.Sprintf("not recorded one by one in the last %s: %d refused handshakes or enrolments, %d rate-limited exchanges", DefaultUnrecordedReport, auth, ref)
+		g.logger.WarnContext(ctx, "refusals beyond the audit rate", "handshakes", auth, "rate_limited", ref)
+		rec := &audit.Record{Kind: "note", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Decision: "deny", Note: note}
+		if _, err := g.opts.Audit.Append(ctx, rec); err != nil {
+			g.logger.ErrorContext(ctx, "audit log unavailable: refusal summary not recorded", "err", err)
+		}
 	}
 }
 
