@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -104,16 +105,21 @@ func startCity(t *testing.T, limits gateway.Limits) *testCity {
 	return c
 }
 
-func (c *testCity) client(t *testing.T, id string) *http.Client {
+// tlsConfig is a participant's client TLS config for id, speaking alpn.
+func (c *testCity) tlsConfig(t *testing.T, id, alpn string) *tls.Config {
+	t.Helper()
 	svid, err := c.ca.Issue(spiffeid.RequireFromString(id), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := pki.NewTrustBundles()
 	b.Set(c.ca.TrustDomain(), c.ca.Roots())
-	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPNH3},
+	return pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{alpn},
 		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
-	tr := &http3.Transport{TLSClientConfig: tlsConf}
+}
+
+func (c *testCity) client(t *testing.T, id string) *http.Client {
+	tr := &http3.Transport{TLSClientConfig: c.tlsConfig(t, id, wire.ALPNH3)}
 	t.Cleanup(func() { tr.Close() })
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
@@ -205,14 +211,7 @@ func TestStreamsAreReleased(t *testing.T) {
 // holding the stream (and a provider stream) forever.
 func TestStalledBodyIsBrokenOff(t *testing.T) {
 	c := startCity(t, gateway.Limits{BodyIdleTimeout: 500 * time.Millisecond})
-	svid, err := c.ca.Issue(spiffeid.RequireFromString("spiffe://city.example.vn/ops/center"), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := pki.NewTrustBundles()
-	b.Set(c.ca.TrustDomain(), c.ca.Roots())
-	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPN},
-		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	tlsConf := c.tlsConfig(t, "spiffe://city.example.vn/ops/center", wire.ALPN)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	conn, err := quic.DialAddr(ctx, c.addr, tlsConf, nil)
@@ -282,14 +281,7 @@ func TestStalledBodyIsBrokenOff(t *testing.T) {
 func TestRenewalIsPolicy(t *testing.T) {
 	c := startCity(t, gateway.Limits{})
 	id := spiffeid.RequireFromString("spiffe://city.example.vn/ops/center")
-	svid, err := c.ca.Issue(id, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := pki.NewTrustBundles()
-	b.Set(c.ca.TrustDomain(), c.ca.Roots())
-	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPN},
-		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	tlsConf := c.tlsConfig(t, id.String(), wire.ALPN)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	renew := func() error {
