@@ -105,3 +105,26 @@ func TestCityDecisionsCachedEqualEvaluated(t *testing.T) {
 		}
 	}
 }
+
+// TestDestinationComesFromTheDecidingBundle gives the engine an input whose destination disagrees
+// with the bundle's catalog (as a caller that looked it up before a reload would): the bundle's own
+// catalog entry is what the policy sees.
+func TestDestinationComesFromTheDecidingBundle(t *testing.T) {
+	dir := writeBundle(t, map[string]string{
+		"ztgate/p.rego":     "package ztgate\n\ndecision := {\"allow\": input.destination.classification == \"public\", \"reasons\": [{\"code\": \"x\"}]}\n",
+		"catalog/data.json": `{"services": {"a.b": {"owner": "spiffe://city.example.vn/dept/a", "classification": "restricted"}, "c.d": {"owner": "spiffe://city.example.vn/dept/c", "classification": "public"}}}`,
+	})
+	e, err := NewEngine(context.Background(), Options{Bundle: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := exchange(idHospital, "a.b", "GET", "treatment")
+	stale.Destination.Classification = "public"
+	if d := e.Decide(context.Background(), stale); d.Allow || d.NoDecision {
+		t.Fatalf("decided on the caller's stale classification: %+v", d)
+	}
+	fresh := exchange(idHospital, "c.d", "GET", "treatment")
+	if d := e.Decide(context.Background(), fresh); !d.Allow {
+		t.Fatalf("catalog classification public not used: %+v", d)
+	}
+}

@@ -191,6 +191,14 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	if in == nil {
 		return noDecision(ps.revision, "no input")
 	}
+	// The destination's catalog entry comes from the same bundle that decides, so a reload between
+	// the caller's lookup and this evaluation cannot mix two revisions in one decision.
+	if d, ok := ps.services[in.Destination.Service]; ok {
+		local := *in
+		local.Destination = d
+		local.Destination.Service = in.Destination.Service
+		in = &local
+	}
 	key, cacheable := ps.use.key(in)
 	if cacheable {
 		if d, ok := ps.cache.get(key); ok {
