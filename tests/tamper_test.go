@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,10 +18,41 @@ import (
 // `ztgate audit verify` fails and names the first bad index.
 func TestAuditVerifyNamesFirstBadIndex(t *testing.T) {
 	c := startDeptCity(t, cityOpts{})
+	var exchange, auditIndex string
 	for i := 0; i < 20; i++ {
-		if r := do(&netHTTP, "GET", fmt.Sprintf("http://%s/parcels/%d", c.opsCadastre, i), "", nil, nil); r.status != 200 {
+		r := do(&netHTTP, "GET", fmt.Sprintf("http://%s/parcels/%d", c.opsCadastre, i), "", nil, nil)
+		if r.status != 200 {
 			t.Fatalf("exchange %d: %d %s", i, r.status, r.body)
 		}
+		exchange, auditIndex = r.header.Get("Ztgate-Exchange-Id"), r.header.Get("Ztgate-Audit-Index")
+	}
+	// While the gateway runs, the consumer gets a receipt for its last exchange and checks it with
+	// only the log's public key.
+	var out string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o, err := run("audit", "proof", "--db", c.auditDB(), "--exchange", exchange)
+		if err == nil {
+			out = o
+			break
+		}
+		if !strings.Contains(o, "not yet covered") || time.Now().After(deadline) {
+			t.Fatalf("audit proof: %v\n%s", err, o)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	receipt := writeFile(t, filepath.Join(t.TempDir(), "receipt.json"), out)
+	if o := mustRun(t, "audit", "verify-receipt", "--key", c.auditKey(), receipt); !strings.Contains(o, "ok: record "+auditIndex+" (decision allow, exchange "+exchange) {
+		t.Fatalf("verify-receipt: %s", o)
+	}
+	var rc map[string]any
+	if err := json.Unmarshal([]byte(out), &rc); err != nil {
+		t.Fatal(err)
+	}
+	rc["index"] = rc["index"].(float64) + 1
+	forged, _ := json.Marshal(rc)
+	if o, err := run("audit", "verify-receipt", "--key", c.auditKey(), writeFile(t, filepath.Join(t.TempDir(), "forged.json"), string(forged))); exitCode(err) != 1 || !strings.Contains(o, "does NOT verify") {
+		t.Fatalf("a receipt moved to another index verified: exit %d\n%s", exitCode(err), o)
 	}
 	c.gw.stop()
 	if out := c.verify(); !strings.Contains(out, "ok:") {

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -331,4 +333,91 @@ func writeTable(env *Env, header []string, rows [][]string) {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	tw.Flush()
+}
+
+func init() {
+	register("audit proof", "write a receipt: a record, a signed checkpoint and the inclusion proof between them", cmdAuditProof)
+	register("audit verify-receipt", "check a receipt offline with only the log's public key", cmdAuditVerifyReceipt)
+}
+
+func cmdAuditProof(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "audit proof", "--db FILE (--exchange ID [--kind decision|outcome] | --index N)", `Writes a receipt for one audit record as JSON: the record's exact bytes, the log's newest signed
+checkpoint and the RFC 6962 inclusion proof. A party checks it offline with 'ztgate audit
+verify-receipt' (or any RFC 6962 verifier) and only the log's public key. Reads the log file
+read-only, so it works beside a running gateway.`)
+	db := fs.String("db", "", "audit log (SQLite file)")
+	exchange := fs.String("exchange", "", "exchange ID (the Ztgate-Exchange-Id response header)")
+	kind := fs.String("kind", "decision", "which record of the exchange: decision or outcome")
+	index := fs.Int64("index", -1, "a record's audit index (the Ztgate-Audit-Index response header)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "db"); err != nil {
+		return err
+	}
+	var idx uint64
+	switch {
+	case *exchange != "" && *index >= 0:
+		return fmt.Errorf("--exchange and --index are exclusive")
+	case *exchange != "":
+		if *kind != "decision" && *kind != "outcome" {
+			return fmt.Errorf("--kind must be decision or outcome")
+		}
+		i, err := audit.FindExchange(ctx, *db, *exchange, *kind)
+		if err != nil {
+			return err
+		}
+		idx = i
+	case *index >= 0:
+		idx = uint64(*index)
+	default:
+		fs.Usage()
+		return errUsage
+	}
+	r, err := audit.ReadReceipt(ctx, *db, idx)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func cmdAuditVerifyReceipt(_ context.Context, env *Env, args []string) error {
+	fs := flags(env, "audit verify-receipt", "--key FILE RECEIPT", "Checks a receipt offline: the checkpoint's signature, and that the record is included in it.")
+	key := fs.String("key", "", "the log's verifier key file ("+audit.VerifierKeyFile+")")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "key"); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	v, err := audit.LoadVerifier(*key)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, audit.DefaultMaxReceiptBytes+1))
+	if err != nil {
+		return err
+	}
+	r, err := audit.ParseReceipt(b)
+	if err != nil {
+		return fmt.Errorf("receipt does NOT verify: %w", err)
+	}
+	rec, err := audit.VerifyReceipt(r, v)
+	if err != nil {
+		return fmt.Errorf("receipt does NOT verify: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "ok: record %d (%s %s, exchange %s, %s → %s) is in the log of %s\n",
+		rec.Index, rec.Kind, rec.Decision, rec.Exchange, rec.Source, rec.Service, v.Name())
+	return nil
 }
