@@ -16,6 +16,7 @@ const (
 	KindExpose   = "expose"   // a provider's announce decision
 	KindEnrol    = "enrol"    // a join token redemption
 	KindNote     = "note"     // anything else worth keeping
+	KindPolicy   = "policy"   // a policy bundle activated (its revision), written before it decides
 )
 
 // Decision values.
@@ -70,7 +71,7 @@ type Record struct {
 
 var knownKinds = map[string]bool{
 	KindDecision: true, KindOutcome: true, KindAuth: true,
-	KindExpose: true, KindEnrol: true, KindNote: true,
+	KindExpose: true, KindEnrol: true, KindNote: true, KindPolicy: true,
 }
 
 // indexPrefix is how every canonical encoding starts before the index digits.

@@ -202,13 +202,6 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 			return nil, fmt.Errorf("federation %s: %w", td, err)
 		}
 	}
-	rt.Policy, err = policies.NewEngine(ctx, policies.Options{
-		Bundle: c.Policy.Bundle, Query: c.Policy.Query, Deadline: c.Policy.Deadline,
-		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("loading policy: %w", err)
-	}
 	ttl := c.SVIDTTL
 	if ttl == 0 {
 		ttl = pki.DefaultSVIDTTL
@@ -226,11 +219,18 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if keyErr != nil && dbErr == nil {
 		return nil, fmt.Errorf("audit log %s exists but its signing key %s is missing: refusing to start a log under a new key", c.Audit.Path, signerPath)
 	}
+	policyOpts := policies.Options{
+		Bundle: c.Policy.Bundle, Query: c.Policy.Query, Deadline: c.Policy.Deadline,
+		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
+	}
 	if checkOnly {
 		if keyErr == nil {
 			if _, err := audit.LoadSigner(signerPath); err != nil {
 				return nil, err
 			}
+		}
+		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
+			return nil, fmt.Errorf("loading policy: %w", err)
 		}
 		return rt, nil
 	}
@@ -247,6 +247,20 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	rt.Audit, err = audit.Open(ctx, audit.Options{Path: c.Audit.Path, Origin: c.origin(), Signer: signer, Logger: logger.With("component", "audit")})
 	if err != nil {
 		return nil, fmt.Errorf("opening audit log: %w", err)
+	}
+	// Every bundle that will decide is in the log before it decides (policy transparency): an
+	// officer, a department or a partner can see which policies were ever in force, and no
+	// bundle activates while the log cannot say so.
+	policyOpts.Activate = func(ctx context.Context, revision string) error {
+		_, err := rt.Audit.Append(ctx, &audit.Record{
+			Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: c.SPIFFEID,
+			PolicyRevision: revision, Note: "policy bundle activated from " + c.Policy.Bundle,
+		})
+		return err
+	}
+	if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
+		rt.Audit.Close()
+		return nil, fmt.Errorf("loading policy: %w", err)
 	}
 	rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
 	if err != nil {

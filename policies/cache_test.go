@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"errors"
 	"testing"
 )
 
@@ -126,5 +127,50 @@ func TestDestinationComesFromTheDecidingBundle(t *testing.T) {
 	fresh := exchange(idHospital, "c.d", "GET", "treatment")
 	if d := e.Decide(context.Background(), fresh); !d.Allow {
 		t.Fatalf("catalog classification public not used: %+v", d)
+	}
+}
+
+// TestActivateGatesEveryBundle checks that a bundle decides only after Activate accepted it, on the
+// first load and on reload, and that a refusal keeps the previous bundle.
+func TestActivateGatesEveryBundle(t *testing.T) {
+	allow := map[string]string{"ztgate/p.rego": "package ztgate\n\ndecision := {\"allow\": true, \"reasons\": [{\"code\": \"a\"}]}\n", ".manifest": `{"revision": "one"}`}
+	deny := map[string]string{"ztgate/p.rego": "package ztgate\n\ndecision := {\"allow\": false, \"reasons\": [{\"code\": \"d\"}]}\n", ".manifest": `{"revision": "two"}`}
+	dir := writeBundle(t, allow)
+	var activated []string
+	refuse := false
+	opts := Options{Bundle: dir, Activate: func(_ context.Context, rev string) error {
+		if refuse {
+			return errors.New("audit log unavailable")
+		}
+		activated = append(activated, revName(rev))
+		return nil
+	}}
+	refuse = true
+	if _, err := NewEngine(context.Background(), opts); err == nil {
+		t.Fatal("engine started although its bundle could not be activated")
+	}
+	refuse = false
+	e, err := NewEngine(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := exchange(idHospital, "health.records", "GET", "treatment")
+	writeFiles(t, dir, deny)
+	refuse = true
+	if err := e.Reload(context.Background()); err == nil {
+		t.Fatal("reload succeeded although activation was refused")
+	}
+	if d := e.Decide(context.Background(), in); !d.Allow || revName(d.Revision) != "one" {
+		t.Fatalf("after a refused activation: %+v, want the previous bundle", d)
+	}
+	refuse = false
+	if err := e.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(context.Background(), in); d.Allow || revName(d.Revision) != "two" {
+		t.Fatalf("after activation: %+v", d)
+	}
+	if len(activated) != 2 || activated[0] != "one" || activated[1] != "two" {
+		t.Fatalf("activated %v", activated)
 	}
 }

@@ -86,6 +86,11 @@ type Options struct {
 	KnownObligations []string
 	// Logger receives reload and failure reports; discarded when nil.
 	Logger *slog.Logger
+	// Activate, when set, is called with a bundle's revision after it was built and before it
+	// decides anything — the first bundle and every reload. An error refuses the bundle (the
+	// previous one, if any, stays active). The gateway uses it to write the activation to the audit
+	// log first, so no bundle can decide without the log saying which one it was.
+	Activate func(ctx context.Context, revision string) error
 }
 
 // Engine evaluates a prepared bundle. It is safe for concurrent use; the
@@ -96,6 +101,7 @@ type Engine struct {
 	deadline time.Duration
 	known    map[string]struct{}
 	log      *slog.Logger
+	activate func(ctx context.Context, revision string) error
 
 	reloadMu sync.Mutex // serialises Reload so swaps happen in load order
 	active   atomic.Pointer[policySet]
@@ -116,6 +122,7 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 		deadline: cmpOr(opts.Deadline, DefaultDeadline),
 		known:    make(map[string]struct{}, len(opts.KnownObligations)),
 		log:      opts.Logger,
+		activate: opts.Activate,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -129,6 +136,11 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	ps, err := load(ctx, e.bundle, e.query)
 	if err != nil {
 		return nil, err
+	}
+	if e.activate != nil {
+		if err := e.activate(ctx, ps.revision); err != nil {
+			return nil, fmt.Errorf("activating bundle %s: %w", ps.revision, err)
+		}
 	}
 	e.active.Store(ps)
 	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.bundle, "revision", ps.revision)
@@ -171,6 +183,16 @@ func (e *Engine) reloadLocked(ctx context.Context) error {
 		e.log.ErrorContext(ctx, "policy bundle reload failed; keeping the active bundle",
 			"bundle", e.bundle, "revision", old.revision, "err", err)
 		return err
+	}
+	if ps.revision == old.revision {
+		return nil // same content: nothing changes, nothing to record
+	}
+	if e.activate != nil {
+		if err := e.activate(ctx, ps.revision); err != nil {
+			e.log.ErrorContext(ctx, "policy bundle not activated; keeping the active bundle",
+				"bundle", e.bundle, "revision", old.revision, "candidate", ps.revision, "err", err)
+			return fmt.Errorf("activating bundle %s: %w", ps.revision, err)
+		}
 	}
 	e.active.Store(ps)
 	e.log.InfoContext(ctx, "policy bundle reloaded", "bundle", e.bundle,

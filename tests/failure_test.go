@@ -231,6 +231,32 @@ func TestPolicyErrorAndReload(t *testing.T) {
 	if !revs["test-1"] || !revs["test-2"] || revs["test-3"] {
 		t.Errorf("policy revisions in the log: %v; want test-1 and test-2 only", revs)
 	}
+	// Policy transparency: each bundle that decided was logged as activated before its first
+	// decision; the broken one never was.
+	activated := map[string]uint64{}
+	firstDecision := map[string]uint64{}
+	for _, rec := range c.records() {
+		name, _, _ := strings.Cut(rec.PolicyRevision, "@")
+		switch {
+		case rec.Kind == "policy":
+			if _, ok := activated[name]; !ok {
+				activated[name] = rec.Index
+			}
+		case rec.Kind == "decision":
+			if _, ok := firstDecision[name]; !ok {
+				firstDecision[name] = rec.Index
+			}
+		}
+	}
+	for name, first := range firstDecision {
+		at, ok := activated[name]
+		if !ok || at > first {
+			t.Errorf("revision %s decided at %d but was activated at %d (%v)", name, first, at, ok)
+		}
+	}
+	if _, ok := activated["test-3"]; ok {
+		t.Error("the broken bundle was logged as activated")
+	}
 }
 
 func waitStatus(t *testing.T, u string, want int) {
