@@ -41,7 +41,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	ztgateBin = filepath.Join(dir, "ztgate")
-	build := exec.Command("go", "build", "-o", ztgateBin, "./cmd/ztgate")
+	args := []string{"build", "-o", ztgateBin}
+	if os.Getenv("ZTGATE_TEST_RACE") == "1" {
+		args = append(args, "-race") // the processes under test run with the race detector
+	}
+	build := exec.Command("go", append(args, "./cmd/ztgate")...)
 	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -103,6 +107,9 @@ func start(t *testing.T, name string, args ...string) *proc {
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop()
+		if strings.Contains(p.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("--- %s output ---\n%s", name, p.out.String())
 		}
