@@ -41,7 +41,7 @@ func TestDemo(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range [][]string{{"demo"}, {"gateway"}, {"connect"}, {"validate"}, {"pki", "init"}, {"pki", "token"}, {"pki", "issue"}, {"policy", "test"}, {"audit", "verify"}, {"audit", "proof"}, {"audit", "verify-receipt"}, {"version"}} {
+	for _, cmd := range [][]string{{"demo"}, {"gateway"}, {"connect"}, {"validate"}, {"pki", "init"}, {"pki", "token"}, {"pki", "issue"}, {"policy", "test"}, {"audit", "verify"}, {"audit", "proof"}, {"audit", "verify-receipt"}, {"audit", "query"}, {"version"}} {
 		out, err := run(append(cmd, "--help")...)
 		if err != nil || !strings.Contains(out, "Usage: ztgate "+strings.Join(cmd, " ")) {
 			t.Errorf("%v --help: %v\n%s", cmd, err, out)

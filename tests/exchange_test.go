@@ -172,6 +172,28 @@ func TestExchanges(t *testing.T) {
 	if out := c.verify(); !strings.Contains(out, "ok:") {
 		t.Fatalf("verify: %s", out)
 	}
+	// Officers ask the log: the refusals of health records, and one exchange as JSON lines.
+	out := mustRun(t, "audit", "query", "--db", c.auditDB(), "--service", "health.records", "--decision", "deny")
+	if !strings.Contains(out, "purpose_not_allowed") || !strings.Contains(out, "classification_too_high") || strings.Contains(out, " allow ") {
+		t.Errorf("audit query for refusals:\n%s", out)
+	}
+	var someExchange string
+	for _, r := range c.records() {
+		if r.Kind == "outcome" {
+			someExchange = r.Exchange
+			break
+		}
+	}
+	lines := scanLines(mustRun(t, "audit", "query", "--db", c.auditDB(), "--exchange", someExchange, "--json"))
+	if len(lines) != 2 {
+		t.Errorf("exchange %s: %d records, want decision and outcome:\n%v", someExchange, len(lines), lines)
+	}
+	for _, l := range lines {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Exchange != someExchange {
+			t.Errorf("query --json line %q: %v", l, err)
+		}
+	}
 	recs := c.records()
 	decisions := map[string]*audit.Record{}
 	outcomes := map[string]*audit.Record{}
