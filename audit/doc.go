@@ -14,4 +14,9 @@
 // the store can write again. Open refuses a store whose records do not reach its newest checkpoint or
 // whose stored tree disagrees with it. Verify re-derives everything from the records and names the
 // first index it cannot prove.
+//
+// Parties check the log without trusting the file: ConsistencyProof and VerifyConsistency prove one
+// checkpoint's tree is a prefix of another's (RFC 9162), and a Receipt (ReadReceipt, VerifyReceipt)
+// carries one record's exact bytes, a signed checkpoint and the inclusion proof between them, so it
+// can be checked offline with only the log's public key — or with any RFC 6962 verifier.
 package audit
