@@ -551,7 +551,9 @@ func TestPeriodicCheckpoint(t *testing.T) {
 		_, size, _, err := ParseCheckpoint(msg, key.verifier)
 		return err == nil && size == 5
 	})
-	if rep := mustVerify(t, path, key); rep.Unsigned != 0 || rep.Checkpoints != 1 {
+	// Appends may land in more than one batch, each followed by a checkpoint: at least one, and
+	// none left unsigned.
+	if rep := mustVerify(t, path, key); rep.Unsigned != 0 || rep.Checkpoints < 1 {
 		t.Errorf("Verify: %+v", rep)
 	}
 }
