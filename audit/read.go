@@ -28,3 +28,13 @@ func ReadRecords(ctx context.Context, path string, fn func(*Record) error) error
 	_, err = scanRecords(rows, 0, fn)
 	return err
 }
+
+// CountRecords returns how many records the log file at path holds, from one indexed read.
+func CountRecords(ctx context.Context, path string) (uint64, error) {
+	db, err := openReadOnly(path)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	return storedSize(ctx, db)
+}

@@ -302,7 +302,13 @@ is consistent with the last, and names the first bad index on failure.`)
 	if err != nil {
 		return err
 	}
-	rep, err := audit.Verify(ctx, *db, v, nil)
+	total, err := audit.CountRecords(ctx, *db)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(env.Stderr, "verifying", total)
+	rep, err := audit.Verify(ctx, *db, v, progress.update)
+	progress.done()
 	if err != nil {
 		if rep.FirstBad != nil {
 			return fmt.Errorf("log does NOT verify: first bad index %d: %s", *rep.FirstBad, rep.Problem)
