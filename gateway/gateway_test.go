@@ -118,6 +118,22 @@ func (c *testCity) tlsConfig(t *testing.T, id, alpn string) *tls.Config {
 		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
 }
 
+// adapterStream dials the gateway over the adapter protocol and opens one stream; the connection
+// closes when the test ends.
+func (c *testCity) adapterStream(t *testing.T, ctx context.Context, tlsConf *tls.Config) *quic.Stream {
+	t.Helper()
+	conn, err := quic.DialAddr(ctx, c.addr, tlsConf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return str
+}
+
 func (c *testCity) client(t *testing.T, id string) *http.Client {
 	tr := &http3.Transport{TLSClientConfig: c.tlsConfig(t, id, wire.ALPNH3)}
 	t.Cleanup(func() { tr.Close() })
@@ -214,15 +230,7 @@ func TestStalledBodyIsBrokenOff(t *testing.T) {
 	tlsConf := c.tlsConfig(t, "spiffe://city.example.vn/ops/center", wire.ALPN)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, c.addr, tlsConf, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	str := c.adapterStream(t, ctx, tlsConf)
 	if err := wire.WriteJSON(str, wire.TypeRequest, wire.Request{Service: "cadastre.parcels", Method: "POST", Path: "/parcels/import", Purpose: "operations"}); err != nil {
 		t.Fatal(err)
 	}
@@ -285,15 +293,7 @@ func TestRenewalIsPolicy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	renew := func() error {
-		conn, err := quic.DialAddr(ctx, c.addr, tlsConf, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.CloseWithError(0, "")
-		str, err := conn.OpenStreamSync(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		str := c.adapterStream(t, ctx, tlsConf)
 		csr, _, err := pki.NewCSR(id)
 		if err != nil {
 			t.Fatal(err)
