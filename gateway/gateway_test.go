@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -205,8 +204,6 @@ func TestStatusTable(t *testing.T) {
 		}
 	}
 }
-
-var _ = fmt.Sprint
 
 // TestStreamsAreReleased runs more sequential exchanges than a connection's stream limit: each one
 // opens a stream to the provider, so a stream that is never released would stall the service.

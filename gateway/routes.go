@@ -23,7 +23,6 @@ type provider struct {
 type routes struct {
 	mu    sync.RWMutex
 	bySvc map[string][]*provider
-	seq   atomic.Uint64
 }
 
 func newRoutes() *routes { return &routes{bySvc: make(map[string][]*provider)} }
@@ -62,15 +61,4 @@ func (r *routes) pick(svc string, now time.Time) *provider {
 		}
 	}
 	return nil
-}
-
-// services lists the services with at least one provider.
-func (r *routes) services() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make([]string, 0, len(r.bySvc))
-	for s := range r.bySvc {
-		out = append(out, s)
-	}
-	return out
 }

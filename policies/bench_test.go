@@ -1,7 +1,6 @@
 package policies
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -56,5 +55,3 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
-
-var _ = context.Background

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,15 +67,6 @@ func reasonsOf(t *testing.T, body string) []string {
 	return out
 }
 
-func has(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func TestExchanges(t *testing.T) {
 	c := startDeptCity(t, cityOpts{})
 	plain := &netHTTP
@@ -124,13 +116,13 @@ func TestExchanges(t *testing.T) {
 	})
 	t.Run("wrong purpose", func(t *testing.T) {
 		r := do(hospital, "GET", "https://"+c.addr+"/health.records/Patient/123", "marketing", nil, nil)
-		if r.status != 403 || !has(reasonsOf(t, r.body), "purpose_not_allowed") {
+		if r.status != 403 || !slices.Contains(reasonsOf(t, r.body), "purpose_not_allowed") {
 			t.Fatalf("got %d %v %s", r.status, r.err, r.body)
 		}
 	})
 	t.Run("classification too high", func(t *testing.T) {
 		r := do(plain, "GET", "http://"+c.forecastHealth+"/Patient/123", "", nil, nil)
-		if r.status != 403 || !has(reasonsOf(t, r.body), "classification_too_high") {
+		if r.status != 403 || !slices.Contains(reasonsOf(t, r.body), "classification_too_high") {
 			t.Fatalf("got %d %v %s", r.status, r.err, r.body)
 		}
 	})
@@ -150,7 +142,7 @@ func TestExchanges(t *testing.T) {
 		for _, raw := range []string{"/parcels/..%2F..%2Fadmin", "/parcels/..%3B/admin", "/parcels/..;x/admin", "/%2e%2e/%2e%2e/etc/passwd", "/parcels%5C..%5Cadmin", "/a/%252e%252e/b"} {
 			before := c.cadastre.lastPath()
 			r := do(plain, "GET", opaqueURL("http", c.forecastCadastre, raw), "", nil, nil)
-			if r.status != 400 || !has(reasonsOf(t, r.body), "bad_path") {
+			if r.status != 400 || !slices.Contains(reasonsOf(t, r.body), "bad_path") {
 				t.Fatalf("%s: got %d %s", raw, r.status, r.body)
 			}
 			if c.cadastre.lastPath() != before {
@@ -310,5 +302,3 @@ func TestHandshakeRefusals(t *testing.T) {
 		t.Fatalf("%d auth denials recorded, want at least %d", auth, len(cases))
 	}
 }
-
-var _ = audit.Record{}

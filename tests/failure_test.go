@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,7 +187,7 @@ func TestPolicyErrorAndReload(t *testing.T) {
 		t.Fatalf("got %d %s", r.status, r.body)
 	}
 	r := do(&netHTTP, "GET", "http://"+port+"/boom", "", nil, nil)
-	if r.status != 403 || !has(reasonsOf(t, r.body), "no_decision") {
+	if r.status != 403 || !slices.Contains(reasonsOf(t, r.body), "no_decision") {
 		t.Fatalf("policy error: got %d %s, want 403 no_decision", r.status, r.body)
 	}
 	if b.lastPath() == "/boom" {
@@ -206,7 +206,7 @@ func TestPolicyErrorAndReload(t *testing.T) {
 	c.gw.cmd.Process.Signal(syscall.SIGHUP)
 	c.gw.waitFor(t, `(?i)reload failed.*decision.rego:\d+`, 10*time.Second)
 	r = do(&netHTTP, "GET", "http://"+port+"/ok", "", nil, nil)
-	if r.status != 403 || !has(reasonsOf(t, r.body), "maintenance") {
+	if r.status != 403 || !slices.Contains(reasonsOf(t, r.body), "maintenance") {
 		t.Fatalf("after a broken bundle: got %d %s, want the previous bundle's 403 maintenance", r.status, r.body)
 	}
 	c.gw.stop()
@@ -272,5 +272,3 @@ func waitStatus(t *testing.T, u string, want int) {
 	}
 	t.Fatalf("%s: status %d %s, want %d", u, r.status, r.body, want)
 }
-
-var _ = os.Getpid

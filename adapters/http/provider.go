@@ -95,7 +95,7 @@ func (c *Connector) deliver(ctx context.Context, str *quic.Stream) {
 	var res result
 	select {
 	case res = <-ch:
-	case <-timeAfter(timeout):
+	case <-time.After(timeout):
 		cancel()
 		res = <-ch
 		if res.err == nil {
@@ -157,5 +157,3 @@ func backendError(err error) string {
 	}
 	return s
 }
-
-var timeAfter = func(d time.Duration) <-chan time.Time { return time.After(d) }
