@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +23,30 @@ import (
 	"github.com/ztgate/ztgate/policies"
 )
 
-// Obligations the gateway knows how to carry out. The policy engine denies any other.
-var KnownObligations = []string{"audit_note", "strip_response_headers"}
+// obligationShapes are the obligations the gateway carries out, each with the check of its value.
+var obligationShapes = map[string]func(v any) error{
+	"audit_note": func(v any) error {
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("obligation audit_note must be a string, got %T", v)
+		}
+		return nil
+	},
+	"strip_response_headers": func(v any) error {
+		list, ok := v.([]any)
+		if !ok {
+			return fmt.Errorf("obligation strip_response_headers must be a list of header names, got %T", v)
+		}
+		for _, h := range list {
+			if _, ok := h.(string); !ok {
+				return fmt.Errorf("obligation strip_response_headers must list strings, got %T", h)
+			}
+		}
+		return nil
+	},
+}
+
+// KnownObligations are the obligations the gateway carries out; the policy engine denies any other.
+var KnownObligations = slices.Sorted(maps.Keys(obligationShapes))
 
 // responder is how the pipeline answers a consumer, whichever protocol it came in on.
 type responder interface {
@@ -92,11 +116,8 @@ func validPurpose(p string) bool {
 }
 
 func (g *Gateway) input(action string, p peer, svc, method, path, purpose string, h wire.Headers) *policies.Input {
-	dest, ok := g.opts.Policy.Service(svc)
-	if !ok {
-		dest = policies.Destination{Service: svc}
-	}
-	dest.Service = svc
+	// The engine fills the rest of the destination from the catalog of the bundle that decides.
+	dest := policies.Destination{Service: svc}
 	hdrs := make(map[string]string, len(h))
 	for k, v := range h {
 		if len(v) > 0 {
@@ -254,23 +275,12 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 // already refused unknown keys; a known key with a malformed value must not be silently skipped.
 func checkObligations(obs map[string]any) error {
 	for k, v := range obs {
-		switch k {
-		case "audit_note":
-			if _, ok := v.(string); !ok {
-				return fmt.Errorf("obligation audit_note must be a string, got %T", v)
-			}
-		case "strip_response_headers":
-			list, ok := v.([]any)
-			if !ok {
-				return fmt.Errorf("obligation strip_response_headers must be a list of header names, got %T", v)
-			}
-			for _, h := range list {
-				if _, ok := h.(string); !ok {
-					return fmt.Errorf("obligation strip_response_headers must list strings, got %T", h)
-				}
-			}
-		default:
+		check, ok := obligationShapes[k]
+		if !ok {
 			return fmt.Errorf("obligation %s is not supported by this gateway", k)
+		}
+		if err := check(v); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -330,9 +340,9 @@ var hopHeaders = map[string]bool{
 	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true,
 }
 
-// forwardable reports whether a header may cross the gateway. Names are compared with "_" read as
+// Forwardable reports whether a header may cross the gateway. Names are compared with "_" read as
 // "-", because CGI-style backends map both to the same variable (Ztgate_Source is Ztgate-Source).
-func forwardable(name string) bool {
+func Forwardable(name string) bool {
 	l := strings.ReplaceAll(strings.ToLower(name), "_", "-")
 	return !hopHeaders[l] && !strings.HasPrefix(l, "ztgate-")
 }
@@ -342,7 +352,7 @@ func forwardable(name string) bool {
 func canonicalHeaders(h wire.Headers) wire.Headers {
 	out := make(wire.Headers, len(h))
 	for k, v := range h {
-		if !forwardable(k) {
+		if !Forwardable(k) {
 			continue
 		}
 		ck := http.CanonicalHeaderKey(k)
@@ -354,27 +364,38 @@ func canonicalHeaders(h wire.Headers) wire.Headers {
 func filterHeaders(h wire.Headers, drop map[string]bool) wire.Headers {
 	out := make(wire.Headers, len(h))
 	for k, v := range h {
-		if forwardable(k) && !drop[strings.ToLower(k)] {
+		if Forwardable(k) && !drop[strings.ToLower(k)] {
 			out[k] = v
 		}
 	}
 	return out
 }
 
+// hashingReader counts a request body and digests it, unless the body is a wire.BodyReader, which
+// digests it already.
 type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
+	r        io.Reader
+	h        hash.Hash
+	verified *wire.BodyReader
+	n        int64
 }
 
 func (h *hashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
+	if h.h != nil {
+		h.h.Write(p[:n])
+	}
 	h.n += int64(n)
 	return n, err
 }
 
-func (h *hashingReader) sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
+func (h *hashingReader) sum() string {
+	if h.verified != nil {
+		_, s := h.verified.Sum()
+		return s
+	}
+	return hex.EncodeToString(h.h.Sum(nil))
+}
 
 // idleReader refreshes a read deadline before every read, so a body that stalls for longer than
 // the idle timeout fails instead of pinning the exchange.
@@ -417,7 +438,9 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 	if ed := g.policy.Decide(ctx, g.input("expose", prov.peer, req.service, "ANNOUNCE", "/", "", nil)); !ed.Allow {
 		g.routes.remove(req.service, prov)
 		g.logger.WarnContext(ctx, "provider may no longer expose the service; route withdrawn", "service", req.service, "provider", prov.peer.id.String(), "reasons", reasonCodes(ed.Reasons))
-		_, _ = g.opts.Audit.Append(ctx, g.decisionRecord("expose", "", prov.peer, g.input("expose", prov.peer, req.service, "ANNOUNCE", "/", "", nil), ed))
+		if _, err := g.opts.Audit.Append(ctx, g.decisionRecord("expose", "", prov.peer, g.input("expose", prov.peer, req.service, "ANNOUNCE", "/", "", nil), ed)); err != nil {
+			g.logger.ErrorContext(ctx, "audit log unavailable: withdrawn route not recorded", "service", req.service, "err", err)
+		}
 		o.fail(ctx, out, false, wireError(CodeUnavailable, "no provider may currently serve "+req.service))
 		return
 	}
@@ -444,7 +467,12 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 	}
 
 	// Request body: consumer → provider, concurrently with the response.
-	hr := &hashingReader{r: &idleReader{r: emptyIfNil(req.body), set: req.readDeadline, now: g.now, idle: g.limits.BodyIdleTimeout}, h: sha256.New()}
+	hr := &hashingReader{r: &idleReader{r: emptyIfNil(req.body), set: req.readDeadline, now: g.now, idle: g.limits.BodyIdleTimeout}}
+	if br, ok := req.body.(*wire.BodyReader); ok {
+		hr.verified = br // it hashes every byte to check the consumer's END: no second pass
+	} else {
+		hr.h = sha256.New()
+	}
 	var reqErr error
 	var wg sync.WaitGroup
 	wg.Add(1)

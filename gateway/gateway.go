@@ -28,11 +28,11 @@ import (
 	"github.com/ztgate/ztgate/policies"
 )
 
-// Decider decides exchanges and announcements. Decide never allows when it cannot decide: an error,
-// timeout or malformed result comes back as a denial with NoDecision set.
+// Decider decides exchanges, announcements and renewals; it fills in.Destination from its own
+// catalog. Decide never allows when it cannot decide: an error, timeout or malformed result comes
+// back as a denial with NoDecision set.
 type Decider interface {
 	Decide(ctx context.Context, in *policies.Input) policies.Decision
-	Service(name string) (policies.Destination, bool)
 }
 
 // AuditLog makes records durable. An error means the record is not durable and the caller must

@@ -86,7 +86,7 @@ func WriteErrorJSON(w http.ResponseWriter, e *wire.Error) {
 // WriteResponseHead copies a gateway response head to w.
 func WriteResponseHead(w http.ResponseWriter, resp *wire.Response) {
 	for k, v := range resp.Headers {
-		if forwardable(k) && !strings.EqualFold(k, "Content-Length") {
+		if Forwardable(k) && !strings.EqualFold(k, "Content-Length") {
 			w.Header()[http.CanonicalHeaderKey(k)] = v
 		}
 	}

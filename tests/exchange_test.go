@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -204,6 +206,17 @@ func TestExchanges(t *testing.T) {
 	}
 	if !exposeDenied {
 		t.Error("no audit record for the refused expose")
+	}
+	// The POST's request digest in its outcome is the SHA-256 of what the consumer sent.
+	posted := sha256.Sum256([]byte(strings.Repeat("x", 300<<10)))
+	var digestOK bool
+	for _, o := range outcomes {
+		if o.RequestBytes == 300<<10 && o.RequestSHA256 == hex.EncodeToString(posted[:]) {
+			digestOK = true
+		}
+	}
+	if !digestOK {
+		t.Error("no outcome records the POST body's size and SHA-256")
 	}
 	for x, d := range decisions {
 		o, ok := outcomes[x]

@@ -30,7 +30,11 @@ func (c *Connector) serveDeliveries(ctx context.Context, gc *gwConn) {
 	}
 }
 
-var hop = map[string]bool{"connection": true, "keep-alive": true, "proxy-connection": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true, "content-length": true}
+// crosses reports whether a header may pass between the exchange and a backend: the gateway's
+// rule, and no Content-Length, because bodies are re-framed on each side.
+func crosses(name string) bool {
+	return gateway.Forwardable(name) && !strings.EqualFold(name, "Content-Length")
+}
 
 // deliver forwards one request the gateway delivered to the local backend.
 func (c *Connector) deliver(ctx context.Context, str *quic.Stream) {
@@ -65,7 +69,7 @@ func (c *Connector) deliver(ctx context.Context, str *quic.Stream) {
 		return
 	}
 	for k, v := range req.Headers {
-		if !hop[strings.ToLower(k)] && !strings.HasPrefix(strings.ToLower(k), "ztgate-") {
+		if crosses(k) {
 			hreq.Header[k] = v
 		}
 	}
@@ -115,7 +119,7 @@ func (c *Connector) deliver(ctx context.Context, str *quic.Stream) {
 	defer res.resp.Body.Close()
 	h := wire.Headers{}
 	for k, v := range res.resp.Header {
-		if !hop[strings.ToLower(k)] {
+		if crosses(k) {
 			h[k] = v
 		}
 	}
