@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"github.com/ztgate/ztgate/internal/atomicfile"
+
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -174,7 +176,7 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 		{BundleFile, rootPEM, 0o644},
 	}
 	for _, w := range writes {
-		if err := createFileExclusive(filepath.Join(dir, w.name), w.data, w.perm); err != nil {
+		if err := atomicfile.CreateExclusive(filepath.Join(dir, w.name), w.data, w.perm); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				err = fmt.Errorf("%w: %w", ErrCAExists, err)
 			}

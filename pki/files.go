@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"github.com/ztgate/ztgate/internal/atomicfile"
+
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -8,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 )
 
 // DefaultMaxPEMBytes bounds every certificate or key file read from disk: a
@@ -103,7 +104,7 @@ func WritePEMCertificates(path string, certs []*x509.Certificate) error {
 	if len(certs) == 0 {
 		return errors.New("writing certificates: none given")
 	}
-	return writeFileAtomic(path, EncodePEMCertificates(certs), 0o644)
+	return atomicfile.Write(path, EncodePEMCertificates(certs), 0o644)
 }
 
 // encodePrivateKeyPEM encodes key as a PKCS#8 "PRIVATE KEY" PEM block.
@@ -121,7 +122,7 @@ func WritePrivateKey(path string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // LoadPrivateKey reads a PKCS#8 PEM private key. It refuses key files that
@@ -154,84 +155,4 @@ func LoadPrivateKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("reading private key %s: %T is not a signer", path, k)
 	}
 	return s, nil
-}
-
-// writeFileAtomic writes data to a temporary file in path's directory, syncs
-// it, renames it over path and syncs the directory, so readers see either the
-// old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmpName)
-		}
-	}()
-	if err := tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	ok = true
-	return syncDir(dir)
-}
-
-// createFileExclusive writes data to a new file at path and fails with
-// fs.ErrExist if path already exists; the content appears complete or not at
-// all (temporary file, then a hard link that cannot replace anything).
-func createFileExclusive(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	if err := os.Link(tmpName, path); err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
 }

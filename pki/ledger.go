@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"github.com/ztgate/ztgate/internal/atomicfile"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -103,7 +105,7 @@ func (l *TokenLedger) openAppend() error {
 			f.Close()
 			return err
 		}
-		if err := syncDir(filepath.Dir(l.path)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(l.path)); err != nil {
 			f.Close()
 			return err
 		}
@@ -118,7 +120,7 @@ func (l *TokenLedger) rewrite() error {
 	for id, exp := range l.used {
 		fmt.Fprintf(&b, "%s %d\n", id, exp.Unix())
 	}
-	return writeFileAtomic(l.path, []byte(b.String()), 0o600)
+	return atomicfile.Write(l.path, []byte(b.String()), 0o600)
 }
 
 // Len is the number of redemptions currently remembered.
