@@ -67,6 +67,34 @@ type Record struct {
 	ResponseSHA256 string          `json:"response_sha256,omitempty"`
 	DurationMicros int64           `json:"duration_us,omitempty"`
 	Note           string          `json:"note,omitempty"`
+	// Input is the policy input of a decision, sealed with the data key of its day, so the
+	// decision can be replayed and explained later while the personal data in it can be
+	// crypto-shredded when its retention ends (the record, and the log, still verify).
+	Input *SealedInput `json:"sealed_input,omitempty"`
+	// Shadow is what the other bundle of a policy rollout decided for the same input, recorded and
+	// never enforced: the candidate's decision while it runs in shadow, the previous bundle's once
+	// the candidate enforces for this service.
+	Shadow *ShadowDecision `json:"shadow,omitempty"`
+}
+
+// ShadowDecision is a decision that was recorded beside the enforced one, not enforced.
+type ShadowDecision struct {
+	Decision       string          `json:"decision"`
+	Reasons        []Reason        `json:"reasons,omitempty"`
+	Obligations    json.RawMessage `json:"obligations,omitempty"`
+	PolicyRevision string          `json:"policy_revision"`
+}
+
+// SealedInput is a decision's policy input encrypted under a day's data key.
+type SealedInput struct {
+	Key        string `json:"key"`
+	Ciphertext []byte `json:"ct"`
+}
+
+// InputAssociatedData binds a sealed input to the record it belongs to, so a ciphertext moved to
+// another record does not open.
+func InputAssociatedData(kind, gateway, exchange string, t time.Time) []byte {
+	return fmt.Appendf(nil, "ztgate input v1\x00%s\x00%s\x00%s\x00%d", kind, gateway, exchange, t.UnixNano())
 }
 
 var knownKinds = map[string]bool{

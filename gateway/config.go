@@ -1,15 +1,18 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/ztgate/ztgate/pki/keyring"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +42,7 @@ type Config struct {
 	Federation []Federation `yaml:"federation"`
 	Policy     PolicyConfig `yaml:"policy"`
 	Audit      AuditConfig  `yaml:"audit"`
+	Keys       KeysConfig   `yaml:"keys"`
 	Limits     Limits       `yaml:"limits"`
 	// Services holds per-service settings.
 	Services map[string]ServiceOptions `yaml:"services"`
@@ -55,6 +59,18 @@ type PolicyConfig struct {
 	Bundle   string        `yaml:"bundle"`
 	Query    string        `yaml:"query"`
 	Deadline time.Duration `yaml:"deadline"`
+	// Candidate, when set, runs a second bundle beside Bundle for a rollout: recorded in shadow,
+	// enforcing only for the services listed in its Enforce.
+	Candidate *CandidateConfig `yaml:"candidate"`
+}
+
+// CandidateConfig is a bundle being rolled out: shadow first, then enforce service by service.
+type CandidateConfig struct {
+	// Bundle is the candidate bundle.
+	Bundle string `yaml:"bundle"`
+	// Enforce lists the services where the candidate already enforces ("*": all of them). The
+	// gateway re-reads this list on SIGHUP, so promotion needs no restart.
+	Enforce []string `yaml:"enforce"`
 }
 
 // AuditConfig selects the audit log.
@@ -65,6 +81,24 @@ type AuditConfig struct {
 	KeyDir string `yaml:"key_dir"`
 	// Origin names the log in its checkpoints; defaults to the gateway's ID without the scheme.
 	Origin string `yaml:"origin"`
+	// InputRetention is how long the policy inputs sealed in decision records stay readable (for
+	// replay and explain); older day keys are shredded. DefaultInputRetention when zero.
+	InputRetention time.Duration `yaml:"input_retention"`
+}
+
+// DefaultInputRetention keeps sealed policy inputs readable for 30 days: long enough to replay a
+// month of traffic against a candidate policy, short enough that the personal data in them does
+// not outlive its use. The records themselves, and the log's proofs, stay.
+const DefaultInputRetention = 30 * 24 * time.Hour
+
+// KeysConfig says where the gateway keeps its Tink keysets (day keys for sealed inputs,
+// pseudonymisation keys per purpose).
+type KeysConfig struct {
+	// MasterKey is the local key-encryption key, a file only its owner may read; created on first
+	// start. Default: master.key beside the audit key.
+	MasterKey string `yaml:"master_key"`
+	// Dir holds the keysets, encrypted under the master key. Default: keyring/ beside the audit key.
+	Dir string `yaml:"dir"`
 }
 
 // LoadConfig reads, resolves and validates a gateway config file.
@@ -88,8 +122,13 @@ func (c *Config) resolve(base string) {
 	}
 	abs(&c.CADir)
 	abs(&c.Policy.Bundle)
+	if c.Policy.Candidate != nil {
+		abs(&c.Policy.Candidate.Bundle)
+	}
 	abs(&c.Audit.Path)
 	abs(&c.Audit.KeyDir)
+	abs(&c.Keys.MasterKey)
+	abs(&c.Keys.Dir)
 	for i := range c.Federation {
 		abs(&c.Federation[i].BundleFile)
 	}
@@ -133,6 +172,19 @@ func (c *Config) Validate() error {
 	if c.Policy.Bundle == "" {
 		errs = append(errs, errors.New("policy.bundle is required"))
 	}
+	if cand := c.Policy.Candidate; cand != nil {
+		if cand.Bundle == "" {
+			errs = append(errs, errors.New("policy.candidate.bundle is required"))
+		}
+		for _, svc := range cand.Enforce {
+			if svc != "*" && !serviceName.MatchString(svc) {
+				errs = append(errs, fmt.Errorf("policy.candidate.enforce: %q is not a service name (owner.name) or *", svc))
+			}
+		}
+	}
+	if c.Audit.InputRetention < 0 {
+		errs = append(errs, errors.New("audit.input_retention must not be negative"))
+	}
 	if c.Policy.Deadline < 0 {
 		errs = append(errs, errors.New("policy.deadline must not be negative"))
 	}
@@ -154,6 +206,36 @@ func (c *Config) keyDir() string {
 	return filepath.Dir(c.Audit.Path)
 }
 
+// KeyPaths returns the master key file and the keyring folder, defaults applied.
+func (c *Config) KeyPaths() (masterKey, dir string) {
+	masterKey, dir = c.Keys.MasterKey, c.Keys.Dir
+	if masterKey == "" {
+		masterKey = filepath.Join(c.keyDir(), keyring.MasterKeyFile)
+	}
+	if dir == "" {
+		dir = filepath.Join(c.keyDir(), "keyring")
+	}
+	return masterKey, dir
+}
+
+// OpenKeyring opens the gateway's keyring; with create, a missing master key is created.
+func (c *Config) OpenKeyring(create bool) (*keyring.Keyring, error) {
+	masterKey, dir := c.KeyPaths()
+	load := keyring.LoadLocalKEK
+	if create {
+		load = keyring.LoadOrCreateLocalKEK
+	}
+	kek, err := load(masterKey)
+	if err != nil {
+		return nil, err
+	}
+	return keyring.Open(dir, kek)
+}
+
+func (c *Config) inputRetention() time.Duration {
+	return cmp.Or(c.Audit.InputRetention, DefaultInputRetention)
+}
+
 func (c *Config) origin() string {
 	if c.Audit.Origin != "" {
 		return c.Audit.Origin
@@ -166,12 +248,17 @@ type Runtime struct {
 	Config  *Config
 	Gateway *Gateway
 	Policy  *policies.Engine
-	Audit   *audit.Log
-	Source  *pki.Source
-	CA      *pki.CA
-	Ledger  *pki.TokenLedger
-	Bundles *pki.TrustBundles
-	logger  *slog.Logger
+	// Candidate and Rollout are set when the config names a candidate bundle.
+	Candidate *policies.Engine
+	Rollout   *Rollout
+	Audit     *audit.Log
+	Source    *pki.Source
+	CA        *pki.CA
+	Ledger    *pki.TokenLedger
+	Bundles   *pki.TrustBundles
+	Keyring   *keyring.Keyring
+	Sealer    *keyring.Sealer
+	logger    *slog.Logger
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -224,6 +311,12 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
 	}
 	if checkOnly {
+		// A master key that exists must be usable; a missing one is created on first start.
+		if masterKey, _ := c.KeyPaths(); fileExists(masterKey) {
+			if _, err := keyring.LoadLocalKEK(masterKey); err != nil {
+				return nil, fmt.Errorf("keys: %w", err)
+			}
+		}
 		if keyErr == nil {
 			if _, err := audit.LoadSigner(signerPath); err != nil {
 				return nil, err
@@ -231,6 +324,13 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 			return nil, fmt.Errorf("loading policy: %w", err)
+		}
+		if cand := c.Policy.Candidate; cand != nil {
+			candOpts := policyOpts
+			candOpts.Bundle = cand.Bundle
+			if rt.Candidate, err = policies.NewEngine(ctx, candOpts); err != nil {
+				return nil, fmt.Errorf("loading the candidate policy: %w", err)
+			}
 		}
 		return rt, nil
 	}
@@ -244,6 +344,10 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if err != nil {
 		return nil, err
 	}
+	if rt.Keyring, err = c.OpenKeyring(true); err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	rt.Sealer = keyring.NewSealer(rt.Keyring)
 	rt.Audit, err = audit.Open(ctx, audit.Options{Path: c.Audit.Path, Origin: c.origin(), Signer: signer, Logger: logger.With("component", "audit")})
 	if err != nil {
 		return nil, fmt.Errorf("opening audit log: %w", err)
@@ -262,6 +366,23 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		rt.Audit.Close()
 		return nil, fmt.Errorf("loading policy: %w", err)
 	}
+	if cand := c.Policy.Candidate; cand != nil {
+		candOpts := policyOpts
+		candOpts.Bundle = cand.Bundle
+		candOpts.Logger = logger.With("component", "policy", "bundle", "candidate")
+		candOpts.Activate = func(ctx context.Context, revision string) error {
+			_, err := rt.Audit.Append(ctx, &audit.Record{
+				Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: c.SPIFFEID,
+				PolicyRevision: revision, Note: "candidate policy bundle activated in shadow from " + cand.Bundle,
+			})
+			return err
+		}
+		if rt.Candidate, err = policies.NewEngine(ctx, candOpts); err != nil {
+			rt.Audit.Close()
+			return nil, fmt.Errorf("loading the candidate policy: %w", err)
+		}
+		rt.Rollout = NewRollout(rt.Candidate, cand.Enforce)
+	}
 	rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
 	if err != nil {
 		rt.Audit.Close()
@@ -273,8 +394,8 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		return nil, err
 	}
 	rt.Gateway, err = New(Options{
-		ResetKey: resetKey,
-		ID:       id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
+		ResetKey: resetKey, Sealer: rt.Sealer, Rollout: rt.Rollout,
+		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
 		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),
 	})
@@ -298,7 +419,67 @@ func (rt *Runtime) Run(ctx context.Context) error {
 func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	go func() { _ = rt.Source.Run(ctx) }()
 	go func() { _ = rt.Policy.Watch(ctx) }()
+	if rt.Candidate != nil {
+		go func() { _ = rt.Candidate.Watch(ctx) }()
+	}
+	go rt.shredInputs(ctx)
 	return rt.Gateway.Serve(ctx, pc)
+}
+
+// Reload reloads the bundles and applies the rollout list of c (a freshly read config): what SIGHUP
+// does. Changing which candidate bundle runs, or adding or removing one, needs a restart; the
+// promotion list does not, and every change of it is in the audit log before it takes effect.
+func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
+	var errs []error
+	if err := rt.Policy.Reload(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if rt.Candidate != nil {
+		if err := rt.Candidate.Reload(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("candidate: %w", err))
+		}
+	}
+	if c == nil {
+		return errors.Join(errs...)
+	}
+	cand, running := c.Policy.Candidate, rt.Config.Policy.Candidate
+	switch {
+	case cand == nil && running == nil:
+	case cand == nil || running == nil || cand.Bundle != running.Bundle:
+		errs = append(errs, errors.New("policy.candidate changed: adding, removing or replacing the candidate bundle needs a restart (the enforce list does not)"))
+	case !slices.Equal(slices.Sorted(slices.Values(cand.Enforce)), rt.Rollout.Enforced()):
+		_, err := rt.Audit.Append(ctx, &audit.Record{
+			Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: rt.Config.SPIFFEID, PolicyRevision: rt.Candidate.Revision(),
+			Note: fmt.Sprintf("rollout: candidate enforces for %v (was %v)", cand.Enforce, rt.Rollout.Enforced()),
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("recording the rollout change: %w", err))
+			break
+		}
+		rt.Rollout.SetEnforce(cand.Enforce)
+		running.Enforce = cand.Enforce
+		rt.logger.InfoContext(ctx, "rollout changed", "candidate", rt.Candidate.Revision(), "enforce", cand.Enforce)
+	}
+	return errors.Join(errs...)
+}
+
+// shredInputs deletes the day keys of sealed inputs older than the retention, at start and hourly.
+func (rt *Runtime) shredInputs(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		shredded, err := rt.Sealer.Shred(time.Now().Add(-rt.Config.inputRetention()))
+		if err != nil {
+			rt.logger.ErrorContext(ctx, "shredding expired input keys failed", "err", err)
+		} else if len(shredded) > 0 {
+			rt.logger.InfoContext(ctx, "shredded expired input keys", "keys", shredded)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close releases the audit log (writing a final checkpoint) and the ledger.
@@ -352,4 +533,9 @@ func loadResetKey(path string) (*quic.StatelessResetKey, error) {
 	}
 	copy(k[:], b)
 	return &k, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -140,18 +141,48 @@ func (g *Gateway) decisionRecord(kind, xid string, p peer, in *policies.Input, d
 		Method: in.Request.Method, Path: in.Request.Path, Purpose: in.Request.Purpose,
 		PolicyRevision: d.Revision, Obligations: obligationsJSON(d.Obligations),
 	}
+	rec.Decision = DecisionWord(d)
+	rec.Reasons = auditReasons(d.Reasons)
+	return rec
+}
+
+// DecisionWord is how audit records name a decision: allow, deny or no-decision.
+func DecisionWord(d policies.Decision) string {
 	switch {
 	case d.Allow:
-		rec.Decision = "allow"
+		return "allow"
 	case d.NoDecision:
-		rec.Decision = "no-decision"
+		return "no-decision"
 	default:
-		rec.Decision = "deny"
+		return "deny"
 	}
-	for _, r := range d.Reasons {
-		rec.Reasons = append(rec.Reasons, audit.Reason{Code: r.Code, Message: r.Message})
+}
+
+func auditReasons(rs []policies.Reason) []audit.Reason {
+	out := make([]audit.Reason, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, audit.Reason{Code: r.Code, Message: r.Message})
 	}
-	return rec
+	return out
+}
+
+// sealInput stores the decision's policy input in its record, encrypted under the day's data key,
+// so the exchange can be replayed against a candidate policy and explained later. Without a sealer
+// (a gateway configured not to keep inputs) the record carries none.
+func (g *Gateway) sealInput(rec *audit.Record, in *policies.Input) error {
+	if g.opts.Sealer == nil {
+		return nil
+	}
+	pt, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encoding policy input: %w", err)
+	}
+	sealed, err := g.opts.Sealer.Seal(rec.Time, pt, audit.InputAssociatedData(rec.Kind, rec.Gateway, rec.Exchange, rec.Time))
+	if err != nil {
+		return err
+	}
+	rec.Input = &audit.SealedInput{Key: sealed.Key, Ciphertext: sealed.Ciphertext}
+	return nil
 }
 
 // precheck refuses what must not reach policy at all, with a reason code and an error code.
@@ -221,6 +252,7 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 	req.headers = canonicalHeaders(req.headers)
 	path, pre, preCode := g.precheck(req)
 	var d policies.Decision
+	var shadow *policies.Decision // the rollout's other decision, recorded and not enforced
 	var in *policies.Input
 	if preCode != "" {
 		// Refused before policy: what the consumer sent is untrusted and may be huge, so the
@@ -236,14 +268,27 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 	} else {
 		in = g.input("exchange", req.peer, req.service, req.method, path, req.purpose, req.headers)
 		in.Request.Query = req.query
-		d = g.policy.Decide(ctx, in)
-		if d.Allow {
-			if err := checkObligations(d.Obligations); err != nil {
-				d = policies.Decision{NoDecision: true, Revision: d.Revision, Reasons: []policies.Reason{{Code: policies.ReasonNoDecision, Message: err.Error()}}}
+		d = Executable(g.policy.Decide(ctx, in))
+		if g.candidate != nil {
+			c := Executable(g.candidate.Decide(ctx, in))
+			if g.opts.Rollout.Enforces(in.Destination.Service) {
+				d, c = c, d
 			}
+			shadow = &c
 		}
 	}
 	rec := g.decisionRecord("decision", xid, req.peer, in, d)
+	if shadow != nil {
+		rec.Shadow = &audit.ShadowDecision{Decision: DecisionWord(*shadow), Reasons: auditReasons(shadow.Reasons),
+			Obligations: obligationsJSON(shadow.Obligations), PolicyRevision: shadow.Revision}
+	}
+	if preCode == "" {
+		if err := g.sealInput(rec, in); err != nil {
+			g.logger.ErrorContext(ctx, "cannot seal the policy input: refusing exchange", "exchange", xid, "err", err)
+			out.refuse(wireError(CodeUnavailable, "keys unavailable: exchange refused"))
+			return
+		}
+	}
 	idx, err := g.opts.Audit.Append(ctx, rec)
 	if err != nil {
 		g.logger.ErrorContext(ctx, "audit log unavailable: refusing exchange", "exchange", xid, "peer", req.peer.id.String(), "service", in.Destination.Service, "err", err)
@@ -271,9 +316,19 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 	g.relay(ctx, req, path, d, o, out)
 }
 
-// checkObligations refuses obligations whose shape the gateway cannot carry out exactly. The engine
+// Executable turns an allow whose obligations the gateway cannot carry out exactly into no decision.
+func Executable(d policies.Decision) policies.Decision {
+	if d.Allow {
+		if err := CheckObligations(d.Obligations); err != nil {
+			return policies.Decision{NoDecision: true, Revision: d.Revision, Reasons: []policies.Reason{{Code: policies.ReasonNoDecision, Message: err.Error()}}}
+		}
+	}
+	return d
+}
+
+// CheckObligations refuses obligations whose shape the gateway cannot carry out exactly. The engine
 // already refused unknown keys; a known key with a malformed value must not be silently skipped.
-func checkObligations(obs map[string]any) error {
+func CheckObligations(obs map[string]any) error {
 	for k, v := range obs {
 		check, ok := obligationShapes[k]
 		if !ok {

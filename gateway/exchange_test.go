@@ -31,7 +31,7 @@ func TestCanonicalHeaders(t *testing.T) {
 
 func TestCheckObligations(t *testing.T) {
 	good := map[string]any{"audit_note": "x", "strip_response_headers": []any{"Server"}}
-	if err := checkObligations(good); err != nil {
+	if err := CheckObligations(good); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []map[string]any{
@@ -40,8 +40,8 @@ func TestCheckObligations(t *testing.T) {
 		{"strip_response_headers": []any{"Server", 1}},
 		{"unknown": true},
 	} {
-		if err := checkObligations(bad); err == nil {
-			t.Errorf("checkObligations(%v) accepted", bad)
+		if err := CheckObligations(bad); err == nil {
+			t.Errorf("CheckObligations(%v) accepted", bad)
 		}
 	}
 }

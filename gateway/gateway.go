@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ztgate/ztgate/pki/keyring"
 	"io"
 	"log/slog"
 	"net"
@@ -72,8 +73,12 @@ type Options struct {
 	// gone (QUIC stateless reset), so they re-dial at once instead of waiting for the idle timeout.
 	// It must survive restarts; Build keeps it beside the audit key.
 	ResetKey *quic.StatelessResetKey
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Rollout, when set, runs a candidate bundle beside Policy (shadow → enforce per service).
+	Rollout *Rollout
+	// Sealer, when set, encrypts every exchange decision's policy input into its audit record.
+	Sealer *keyring.Sealer
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Gateway serves the QUIC port. Create it with New, run it with Serve.
@@ -84,6 +89,7 @@ type Gateway struct {
 	now         func() time.Time
 	routes      *routes
 	policy      *decisionPool
+	candidate   *decisionPool // the rollout's candidate; nil without a rollout
 	limiter     *identityLimiter
 	refusals    *identityLimiter
 	authLog     *rate.Limiter
@@ -122,6 +128,9 @@ func New(opts Options) (*Gateway, error) {
 		authLog: rate.NewLimiter(DefaultAuthAuditRate, DefaultAuthAuditRate),
 	}
 	g.policy = newDecisionPool(opts.Policy, 0)
+	if opts.Rollout != nil {
+		g.candidate = newDecisionPool(opts.Rollout.Candidate, 0)
+	}
 	g.refusals = newIdentityLimiter(DefaultRefusalAuditRate, 2*DefaultRefusalAuditRate, DefaultMaxTrackedIdentities, g.now)
 	g.limiter = newIdentityLimiter(g.limits.RatePerIdentity, g.limits.BurstPerIdentity, DefaultMaxTrackedIdentities, g.now)
 	g.tlsConf = g.serverTLSConfig()
@@ -162,6 +171,9 @@ func (g *Gateway) Serve(ctx context.Context, pc net.PacketConn) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				g.policy.close()
+				if g.candidate != nil {
+					g.candidate.close()
+				}
 				g.h3.Close()
 				g.wg.Wait()
 				return nil

@@ -74,8 +74,13 @@ the built-in CA, the policy bundle (reloaded on change or SIGHUP) and the SQLite
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if err := rt.Policy.Reload(ctx); err != nil {
-					env.Logger.Error("policy reload failed; keeping the running bundle", "err", err)
+				fresh, err := gateway.LoadConfig(*cfgPath)
+				if err != nil {
+					env.Logger.Error("config unreadable on reload; keeping the running policy and rollout", "err", err)
+					fresh = nil
+				}
+				if err := rt.Reload(ctx, fresh); err != nil {
+					env.Logger.Error("reload incomplete; what failed keeps running as before", "err", err)
 				} else {
 					env.Logger.Info("policy reloaded", "revision", rt.Policy.Revision())
 				}
