@@ -1,0 +1,187 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ztgate/ztgate/audit"
+)
+
+// allowAllBundle allows every exchange; candidateBundle refuses one case: planning calls that carry
+// a given case number in a header — something only the (sealed) policy input holds, not the record.
+const allowAllBundle = `package ztgate
+
+decision := {"allow": true, "reasons": [{"code": "allowed", "message": "all exchanges allowed"}], "obligations": {}}
+`
+
+const candidateBundle = `package ztgate
+
+default refused := false
+
+refused if {
+	input.action == "exchange"
+	input.request.purpose == "planning"
+	input.request.headers["x-case"] == "secret-case-4711"
+}
+
+decision := {"allow": false, "reasons": [{"code": "case_embargoed", "message": "case 4711 is embargoed"}], "obligations": {}} if refused
+else := {"allow": true, "reasons": [{"code": "allowed", "message": "all else allowed"}], "obligations": {}}
+`
+
+func writeBundle(t *testing.T, revision, rego string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "ztgate", "decision.rego"), rego)
+	writeFile(t, filepath.Join(dir, ".manifest"), fmt.Sprintf(`{"revision": %q, "roots": ["ztgate"]}`, revision))
+	return dir
+}
+
+type replayReport struct {
+	Candidate     string         `json:"candidate_revision"`
+	Replayed      int            `json:"replayed"`
+	Unchanged     int            `json:"unchanged"`
+	NotReplayable int            `json:"not_replayable"`
+	Shredded      int            `json:"shredded"`
+	Counts        map[string]int `json:"counts"`
+	Groups        []struct {
+		Service, Identity, Change string
+		Count                     int
+	} `json:"groups"`
+}
+
+func TestShadowRolloutReplayAndShred(t *testing.T) {
+	enforced := writeBundle(t, "enforced-1", allowAllBundle)
+	candidate := writeBundle(t, "candidate-1", candidateBundle)
+	rollout := func(enforce string) string {
+		return fmt.Sprintf("  candidate:\n    bundle: %s\n    enforce: [%s]\n", candidate, enforce)
+	}
+	c := newCity(t, cityOpts{bundle: enforced, extra: ""})
+	c.gw.stop()
+	// The candidate block belongs under policy:, so it is spliced in after the deadline line.
+	cfg, err := os.ReadFile(c.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := string(cfg)
+	setRollout := func(enforce string) {
+		writeFile(t, c.cfgPath, strings.Replace(base, "  deadline: 200ms\n", "  deadline: 200ms\n"+rollout(enforce), 1))
+	}
+	setRollout("")
+	c.startGateway()
+
+	b := jsonBackend(t)
+	c.connect("cadastre", cadastreID, true, fmt.Sprintf("expose:\n  cadastre.parcels: %s\n", b.url))
+	port := freeTCP(t)
+	c.connect("forecast", forecastID, true, fmt.Sprintf("consume:\n  - listen: %s\n    service: cadastre.parcels\n    purpose: planning\n", port))
+	embargoed := map[string]string{"X-Case": "secret-case-4711"}
+
+	// Shadow: the candidate would refuse, the enforced bundle allows; both are recorded.
+	const shadowCalls = 3
+	for i := 0; i < shadowCalls; i++ {
+		if r := do(&netHTTP, "GET", "http://"+port+"/parcels/1", "", nil, embargoed); r.status != 200 {
+			t.Fatalf("in shadow the candidate must not be enforced: got %d %s", r.status, r.body)
+		}
+	}
+	if r := do(&netHTTP, "GET", "http://"+port+"/parcels/2", "", nil, map[string]string{"X-Case": "case-1"}); r.status != 200 {
+		t.Fatalf("got %d %s", r.status, r.body)
+	}
+
+	// Promote the candidate for cadastre.parcels on SIGHUP, without a restart.
+	setRollout("cadastre.parcels")
+	c.gw.cmd.Process.Signal(syscall.SIGHUP)
+	c.gw.waitFor(t, `rollout changed`, 10*time.Second)
+	r := do(&netHTTP, "GET", "http://"+port+"/parcels/1", "", nil, embargoed)
+	if r.status != 403 || !strings.Contains(r.body, "case_embargoed") {
+		t.Fatalf("after promotion: got %d %s, want the candidate's 403 case_embargoed", r.status, r.body)
+	}
+	if r := do(&netHTTP, "GET", "http://"+port+"/parcels/2", "", nil, map[string]string{"X-Case": "case-1"}); r.status != 200 {
+		t.Fatalf("after promotion, an allowed case: got %d %s", r.status, r.body)
+	}
+
+	// Replay against the candidate, beside the running gateway: the shadow-era allows that the
+	// candidate refuses are exactly the embargoed calls.
+	out := mustRun(t, "policy", "replay", "--config", c.cfgPath, "--bundle", candidate, "--json")
+	var rep replayReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("replay --json: %v\n%s", err, out)
+	}
+	if got := rep.Counts["allow → deny"]; got != shadowCalls {
+		t.Errorf("replay: %d allow → deny, want %d (%s)", got, shadowCalls, out)
+	}
+	if rep.Counts["deny → allow"] != 0 || rep.NotReplayable != 0 {
+		t.Errorf("replay: unexpected changes or unreadable inputs: %s", out)
+	}
+	if len(rep.Groups) != 1 || rep.Groups[0].Service != "cadastre.parcels" || rep.Groups[0].Identity != forecastID {
+		t.Errorf("replay groups: %+v, want one group for cadastre.parcels and %s", rep.Groups, forecastID)
+	}
+	if !strings.HasPrefix(rep.Candidate, "candidate-1@sha256:") {
+		t.Errorf("replay names candidate %q", rep.Candidate)
+	}
+	text := mustRun(t, "policy", "replay", "--config", c.cfgPath, "--bundle", candidate, "--since", "1d")
+	if !strings.Contains(text, "allow → deny") || !strings.Contains(text, "cadastre.parcels") || !strings.Contains(text, "case_embargoed") {
+		t.Errorf("replay text report lacks the change:\n%s", text)
+	}
+	c.gw.stop()
+
+	// The records: shadow decisions beside enforced ones, the rollout change logged, and the
+	// header that decided is only in the sealed input, never in clear in the log file.
+	var shadowDenies, promotedDenies int
+	var rolloutLogged bool
+	for _, rec := range c.records() {
+		if rec.Kind == audit.KindPolicy && strings.Contains(rec.Note, "rollout: candidate enforces for [cadastre.parcels]") {
+			rolloutLogged = true
+		}
+		if rec.Kind != audit.KindDecision || rec.Service != "cadastre.parcels" {
+			continue
+		}
+		if rec.Input == nil || rec.Input.Key == "" {
+			t.Errorf("decision %d carries no sealed input", rec.Index)
+		}
+		if rec.Shadow == nil {
+			t.Errorf("decision %d has no shadow decision", rec.Index)
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rec.PolicyRevision, "enforced-1@") && rec.Decision == "allow" && rec.Shadow.Decision == "deny":
+			if !strings.HasPrefix(rec.Shadow.PolicyRevision, "candidate-1@") {
+				t.Errorf("shadow of %d names %q", rec.Index, rec.Shadow.PolicyRevision)
+			}
+			shadowDenies++
+		case strings.HasPrefix(rec.PolicyRevision, "candidate-1@") && rec.Decision == "deny":
+			if rec.Shadow.Decision != "allow" || !strings.HasPrefix(rec.Shadow.PolicyRevision, "enforced-1@") {
+				t.Errorf("after promotion the previous bundle's decision must be the shadow: %+v", rec.Shadow)
+			}
+			promotedDenies++
+		}
+	}
+	if shadowDenies != shadowCalls || promotedDenies != 1 || !rolloutLogged {
+		t.Errorf("shadow denies %d (want %d), promoted denies %d (want 1), rollout logged %v", shadowDenies, shadowCalls, promotedDenies, rolloutLogged)
+	}
+	for _, f := range []string{c.auditDB(), c.auditDB() + "-wal"} {
+		if data, err := os.ReadFile(f); err == nil && bytes.Contains(data, []byte("secret-case-4711")) {
+			t.Errorf("%s holds the header value in clear", f)
+		}
+	}
+
+	// Crypto-shredding: the inputs become unreadable for good, the log still verifies.
+	tomorrow := time.Now().UTC().Add(24 * time.Hour).Format(time.DateOnly)
+	if out := mustRun(t, "audit", "shred", "--config", c.cfgPath, "--before", tomorrow); !strings.Contains(out, "shredded input-") {
+		t.Fatalf("shred: %s", out)
+	}
+	out = mustRun(t, "policy", "replay", "--config", c.cfgPath, "--bundle", candidate, "--json")
+	rep = replayReport{}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Replayed != 0 || rep.Shredded == 0 || rep.Shredded != rep.NotReplayable {
+		t.Errorf("after shredding: %s", out)
+	}
+	c.verify()
+}
