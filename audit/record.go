@@ -17,6 +17,7 @@ const (
 	KindEnrol    = "enrol"    // a join token redemption
 	KindNote     = "note"     // anything else worth keeping
 	KindPolicy   = "policy"   // a policy bundle activated (its revision), written before it decides
+	KindAlert    = "alert"    // something officers must look at: a break-glass access to review, ...
 )
 
 // Decision values.
@@ -99,7 +100,7 @@ func InputAssociatedData(kind, gateway, exchange string, t time.Time) []byte {
 
 var knownKinds = map[string]bool{
 	KindDecision: true, KindOutcome: true, KindAuth: true,
-	KindExpose: true, KindEnrol: true, KindNote: true, KindPolicy: true,
+	KindExpose: true, KindEnrol: true, KindNote: true, KindPolicy: true, KindAlert: true,
 }
 
 // indexPrefix is how every canonical encoding starts before the index digits.

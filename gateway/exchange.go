@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,9 +11,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"maps"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,31 +22,6 @@ import (
 	"github.com/ztgate/ztgate/gateway/wire"
 	"github.com/ztgate/ztgate/policies"
 )
-
-// obligationShapes are the obligations the gateway carries out, each with the check of its value.
-var obligationShapes = map[string]func(v any) error{
-	"audit_note": func(v any) error {
-		if _, ok := v.(string); !ok {
-			return fmt.Errorf("obligation audit_note must be a string, got %T", v)
-		}
-		return nil
-	},
-	"strip_response_headers": func(v any) error {
-		list, ok := v.([]any)
-		if !ok {
-			return fmt.Errorf("obligation strip_response_headers must be a list of header names, got %T", v)
-		}
-		for _, h := range list {
-			if _, ok := h.(string); !ok {
-				return fmt.Errorf("obligation strip_response_headers must list strings, got %T", h)
-			}
-		}
-		return nil
-	},
-}
-
-// KnownObligations are the obligations the gateway carries out; the policy engine denies any other.
-var KnownObligations = slices.Sorted(maps.Keys(obligationShapes))
 
 // responder is how the pipeline answers a consumer, whichever protocol it came in on.
 type responder interface {
@@ -249,10 +223,12 @@ func checkQuery(q string) error {
 func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out responder) {
 	start := g.now()
 	xid := newExchangeID()
+	breakGlassClaim := truncate(firstHeader(req.headers, HeaderBreakGlass), 512)
 	req.headers = canonicalHeaders(req.headers)
 	path, pre, preCode := g.precheck(req)
 	var d policies.Decision
 	var shadow *policies.Decision // the rollout's other decision, recorded and not enforced
+	refuseCode := ""              // the refusal's error code when policy's own obligations refuse
 	var in *policies.Input
 	if preCode != "" {
 		// Refused before policy: what the consumer sent is untrusted and may be huge, so the
@@ -268,6 +244,11 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 	} else {
 		in = g.input("exchange", req.peer, req.service, req.method, path, req.purpose, req.headers)
 		in.Request.Query = req.query
+		if breakGlassClaim != "" {
+			// The one gateway header policy sees: it is a claim for policy to judge, and it never
+			// reaches the provider.
+			in.Request.Headers[strings.ToLower(HeaderBreakGlass)] = breakGlassClaim
+		}
 		d = Executable(g.policy.Decide(ctx, in))
 		if g.candidate != nil {
 			c := Executable(g.candidate.Decide(ctx, in))
@@ -276,8 +257,19 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 			}
 			shadow = &c
 		}
+		if d.Allow && !g.policyRateAllows(req.peer.id.String(), in.Destination.Service, d.Obligations) {
+			d = policies.Decision{Revision: d.Revision, Obligations: nil, Reasons: []policies.Reason{{
+				Code: "rate_limited", Message: fmt.Sprintf("the policy allows this identity at most %v exchanges a minute with %s", d.Obligations[ObligationRateLimit], in.Destination.Service),
+			}}}
+			refuseCode = CodeRateLimited
+		}
 	}
 	rec := g.decisionRecord("decision", xid, req.peer, in, d)
+	justification, grantExpires, breakGlassErr := breakGlass(d.Obligations[ObligationBreakGlass])
+	breakingGlass := d.Allow && breakGlassErr == nil
+	if breakingGlass {
+		rec.Note = truncate("break-glass access: "+justification, 512)
+	}
 	if shadow != nil {
 		rec.Shadow = &audit.ShadowDecision{Decision: DecisionWord(*shadow), Reasons: auditReasons(shadow.Reasons),
 			Obligations: obligationsJSON(shadow.Obligations), PolicyRevision: shadow.Revision}
@@ -295,8 +287,24 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 		out.refuse(wireError(CodeUnavailable, "audit log unavailable: exchange refused"))
 		return
 	}
+	if breakingGlass {
+		// The access goes ahead only once the officers' review alert is durable too.
+		alert := &audit.Record{
+			Kind: audit.KindAlert, Time: g.now().UTC(), Gateway: rec.Gateway, Exchange: xid, DecisionIndex: &idx,
+			Source: rec.Source, Service: rec.Service, Method: rec.Method, Path: rec.Path, Purpose: rec.Purpose,
+			PolicyRevision: rec.PolicyRevision,
+			Reasons:        []audit.Reason{{Code: "break_glass_review", Message: "emergency access under a break-glass grant: review it"}},
+			Note:           truncate(fmt.Sprintf("justification: %s; grant expires: %s", justification, grantExpires), 1024),
+		}
+		if _, err := g.opts.Audit.Append(ctx, alert); err != nil {
+			g.logger.ErrorContext(ctx, "audit log unavailable: refusing break-glass exchange", "exchange", xid, "err", err)
+			out.refuse(wireError(CodeUnavailable, "audit log unavailable: exchange refused"))
+			return
+		}
+		g.logger.WarnContext(ctx, "break-glass access: review required", "exchange", xid, "peer", rec.Source, "service", rec.Service, "justification", justification, "audit_index", idx)
+	}
 	if !d.Allow {
-		code := preCode
+		code := cmp.Or(preCode, refuseCode)
 		if code == "" {
 			code = CodeDenied
 			if d.NoDecision {
@@ -314,31 +322,6 @@ func (g *Gateway) exchange(ctx context.Context, req *consumerRequest, out respon
 		o.note = truncate(note, 512)
 	}
 	g.relay(ctx, req, path, d, o, out)
-}
-
-// Executable turns an allow whose obligations the gateway cannot carry out exactly into no decision.
-func Executable(d policies.Decision) policies.Decision {
-	if d.Allow {
-		if err := CheckObligations(d.Obligations); err != nil {
-			return policies.Decision{NoDecision: true, Revision: d.Revision, Reasons: []policies.Reason{{Code: policies.ReasonNoDecision, Message: err.Error()}}}
-		}
-	}
-	return d
-}
-
-// CheckObligations refuses obligations whose shape the gateway cannot carry out exactly. The engine
-// already refused unknown keys; a known key with a malformed value must not be silently skipped.
-func CheckObligations(obs map[string]any) error {
-	for k, v := range obs {
-		check, ok := obligationShapes[k]
-		if !ok {
-			return fmt.Errorf("obligation %s is not supported by this gateway", k)
-		}
-		if err := check(v); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // outcome accumulates what happened after an allow, for the outcome record.
@@ -393,6 +376,16 @@ func (o *outcome) fail(ctx context.Context, out responder, started bool, e *wire
 var hopHeaders = map[string]bool{
 	"connection": true, "keep-alive": true, "proxy-connection": true, "proxy-authenticate": true,
 	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true,
+}
+
+// firstHeader returns the first value of the header name, matched without regard to case.
+func firstHeader(h wire.Headers, name string) string {
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, name) {
+			return v[0]
+		}
+	}
+	return ""
 }
 
 // Forwardable reports whether a header may cross the gateway. Names are compared with "_" read as

@@ -83,23 +83,24 @@ type Options struct {
 
 // Gateway serves the QUIC port. Create it with New, run it with Serve.
 type Gateway struct {
-	opts        Options
-	limits      Limits
-	logger      *slog.Logger
-	now         func() time.Time
-	routes      *routes
-	policy      *decisionPool
-	candidate   *decisionPool // the rollout's candidate; nil without a rollout
-	limiter     *identityLimiter
-	refusals    *identityLimiter
-	authLog     *rate.Limiter
-	conns       atomic.Int64
-	enrolConns  atomic.Int64
-	authDropped atomic.Int64 // refused handshakes and enrolments beyond the audit rate
-	refDropped  atomic.Int64 // rate-limited exchanges beyond the per-identity audit rate
-	tlsConf     *tls.Config
-	h3          *http3.Server
-	wg          sync.WaitGroup
+	opts         Options
+	limits       Limits
+	logger       *slog.Logger
+	now          func() time.Time
+	routes       *routes
+	policy       *decisionPool
+	candidate    *decisionPool // the rollout's candidate; nil without a rollout
+	limiter      *identityLimiter
+	refusals     *identityLimiter
+	policyLimits *identityLimiter // rate_limit obligations, per identity and service
+	authLog      *rate.Limiter
+	conns        atomic.Int64
+	enrolConns   atomic.Int64
+	authDropped  atomic.Int64 // refused handshakes and enrolments beyond the audit rate
+	refDropped   atomic.Int64 // rate-limited exchanges beyond the per-identity audit rate
+	tlsConf      *tls.Config
+	h3           *http3.Server
+	wg           sync.WaitGroup
 }
 
 // New validates opts and builds a Gateway.
@@ -132,6 +133,7 @@ func New(opts Options) (*Gateway, error) {
 		g.candidate = newDecisionPool(opts.Rollout.Candidate, 0)
 	}
 	g.refusals = newIdentityLimiter(DefaultRefusalAuditRate, 2*DefaultRefusalAuditRate, DefaultMaxTrackedIdentities, g.now)
+	g.policyLimits = newIdentityLimiter(0, 0, DefaultMaxTrackedIdentities, g.now)
 	g.limiter = newIdentityLimiter(g.limits.RatePerIdentity, g.limits.BurstPerIdentity, DefaultMaxTrackedIdentities, g.now)
 	g.tlsConf = g.serverTLSConfig()
 	g.h3 = &http3.Server{

@@ -17,6 +17,9 @@ const (
 	HeaderAuditIndex = "Ztgate-Audit-Index"
 	HeaderPurpose    = "Ztgate-Purpose"
 	HeaderSource     = "Ztgate-Source"
+	// HeaderBreakGlass carries a consumer's justification for emergency access. The gateway gives
+	// it to policy as input.request.headers["ztgate-break-glass"] and never forwards it.
+	HeaderBreakGlass = "Ztgate-Break-Glass"
 )
 
 // serveHTTP serves consumers that speak HTTP/3 with their own SVID. The first path segment names the

@@ -119,6 +119,12 @@ func newIdentityLimiter(perSec float64, burst, max int, now func() time.Time) *i
 // identities whose bucket has refilled (they are indistinguishable from new ones); if none can be
 // forgotten it refuses, failing closed.
 func (l *identityLimiter) allow(id string) bool {
+	return l.allowAt(id, l.r, l.burst)
+}
+
+// allowAt is allow with the rate and burst given for this key (the policy's rate_limit), which may
+// change from one decision to the next.
+func (l *identityLimiter) allowAt(id string, r rate.Limit, burst int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -126,7 +132,7 @@ func (l *identityLimiter) allow(id string) bool {
 	if !ok {
 		if len(l.buckets) >= l.max {
 			for k, v := range l.buckets {
-				if v.TokensAt(now) >= float64(l.burst) {
+				if v.TokensAt(now) >= float64(v.Burst()) {
 					delete(l.buckets, k)
 				}
 			}
@@ -134,8 +140,12 @@ func (l *identityLimiter) allow(id string) bool {
 				return false
 			}
 		}
-		b = rate.NewLimiter(l.r, l.burst)
+		b = rate.NewLimiter(r, burst)
 		l.buckets[id] = b
+	}
+	if b.Limit() != r || b.Burst() != burst {
+		b.SetLimitAt(now, r)
+		b.SetBurstAt(now, burst)
 	}
 	return b.AllowN(now, 1)
 }

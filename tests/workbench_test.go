@@ -185,3 +185,86 @@ func TestShadowRolloutReplayAndShred(t *testing.T) {
 	}
 	c.verify()
 }
+
+// obligationsBundle allows everything and attaches obligations by path, so each obligation can be
+// exercised on its own.
+const obligationsBundle = `package ztgate
+
+obligations := {"rate_limit": {"per_minute": 2}} if input.request.path == "/limited"
+else := {"break_glass": {"justification": object.get(input.request.headers, "ztgate-break-glass", ""), "grant_expires": "2026-12-01T00:00:00Z"}} if input.request.path == "/emergency"
+else := {"rate_limit": {"per_minute": 0}} if input.request.path == "/zero-rate"
+else := {"max_rows": -1} if input.request.path == "/bad-rows"
+else := {"drop": ["[].name", "[].address"], "redact": ["[].phone"], "pseudonymise": ["[].id"], "max_rows": 2} if input.request.path == "/minimise"
+else := {}
+
+decision := {"allow": true, "reasons": [{"code": "allowed", "message": "test"}], "obligations": obligations}
+`
+
+func TestPolicyRateLimitAndBreakGlass(t *testing.T) {
+	c := newCity(t, cityOpts{bundle: writeBundle(t, "obligations-1", obligationsBundle)})
+	b := jsonBackend(t)
+	c.connect("health", healthID, true, fmt.Sprintf("expose:\n  health.records: %s\n", b.url))
+	port := freeTCP(t)
+	c.connect("hospital", opsID, true, fmt.Sprintf("consume:\n  - listen: %s\n    service: health.records\n    purpose: emergency\n", port))
+
+	// rate_limit: two a minute for this identity and service, then 429 with the policy's reason.
+	for i := 0; i < 2; i++ {
+		if r := do(&netHTTP, "GET", "http://"+port+"/limited", "", nil, nil); r.status != 200 {
+			t.Fatalf("call %d within the policy's rate: got %d %s", i, r.status, r.body)
+		}
+	}
+	r := do(&netHTTP, "GET", "http://"+port+"/limited", "", nil, nil)
+	if r.status != 429 || !strings.Contains(r.body, "at most") {
+		t.Fatalf("third call in a minute: got %d %s, want 429 from the policy's rate_limit", r.status, r.body)
+	}
+	// Malformed obligations are not carried out approximately: no decision.
+	for _, p := range []string{"/zero-rate", "/bad-rows"} {
+		if r := do(&netHTTP, "GET", "http://"+port+p, "", nil, nil); r.status != 403 || !strings.Contains(r.body, "no_decision") {
+			t.Errorf("%s: got %d %s, want 403 no_decision", p, r.status, r.body)
+		}
+	}
+
+	// break_glass: allowed, flagged, and an alert record asks for review.
+	r = do(&netHTTP, "GET", "http://"+port+"/emergency", "", nil, map[string]string{"Ztgate-Break-Glass": "patient unconscious, bed 12"})
+	if r.status != 200 {
+		t.Fatalf("break-glass access: got %d %s", r.status, r.body)
+	}
+	c.gw.waitFor(t, `break-glass access: review required`, 5*time.Second)
+	// Without a justification the obligation cannot be carried out: no decision, nothing reaches the backend.
+	before := b.lastPath()
+	if r := do(&netHTTP, "GET", "http://"+port+"/emergency", "", nil, nil); r.status != 403 {
+		t.Fatalf("break-glass without justification: got %d %s", r.status, r.body)
+	}
+	if b.lastPath() != before {
+		t.Error("a refused break-glass request reached the backend")
+	}
+	c.gw.stop()
+	c.verify()
+
+	var flagged *audit.Record
+	var alert *audit.Record
+	limited := 0
+	for _, rec := range c.records() {
+		switch {
+		case rec.Kind == audit.KindDecision && rec.Path == "/emergency" && rec.Decision == "allow":
+			flagged = rec
+		case rec.Kind == audit.KindAlert:
+			alert = rec
+		case rec.Kind == audit.KindDecision && rec.Path == "/limited" && rec.Decision == "deny":
+			if len(rec.Reasons) != 1 || rec.Reasons[0].Code != "rate_limited" {
+				t.Errorf("rate-limited decision %d reasons %+v", rec.Index, rec.Reasons)
+			}
+			limited++
+		}
+	}
+	if limited != 1 {
+		t.Errorf("%d rate-limited decisions recorded, want 1", limited)
+	}
+	if flagged == nil || !strings.Contains(flagged.Note, "break-glass access: patient unconscious") {
+		t.Fatalf("break-glass decision not flagged: %+v", flagged)
+	}
+	if alert == nil || alert.Exchange != flagged.Exchange || alert.DecisionIndex == nil || *alert.DecisionIndex != flagged.Index ||
+		len(alert.Reasons) == 0 || alert.Reasons[0].Code != "break_glass_review" || !strings.Contains(alert.Note, "bed 12") {
+		t.Fatalf("break-glass alert: %+v", alert)
+	}
+}

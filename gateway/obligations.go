@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"golang.org/x/time/rate"
+	"maps"
+	"math"
+	"slices"
+
+	"github.com/ztgate/ztgate/policies"
+)
+
+// Obligations the gateway carries out. A decision carrying any other is denied by the engine; a
+// known one whose value has the wrong shape turns the decision into "no decision".
+const (
+	// ObligationAuditNote adds a note (a string) to the outcome record.
+	ObligationAuditNote = "audit_note"
+	// ObligationStripResponseHeaders removes the listed response headers.
+	ObligationStripResponseHeaders = "strip_response_headers"
+	// ObligationDrop, ObligationRedact and ObligationPseudonymise rewrite a JSON response body while
+	// it streams: remove the fields at the listed paths, null them, or replace identifiers with
+	// tokens from the consumer purpose's pseudonymisation key.
+	ObligationDrop         = "drop"
+	ObligationRedact       = "redact"
+	ObligationPseudonymise = "pseudonymise"
+	// ObligationMaxRows keeps at most this many elements of the response's rows array.
+	ObligationMaxRows = "max_rows"
+	// ObligationRows names the array max_rows counts (a path; default: the top-level array).
+	ObligationRows = "rows"
+	// ObligationRateLimit bounds this identity's exchanges with this service: {"per_minute": n}.
+	ObligationRateLimit = "rate_limit"
+	// ObligationBreakGlass marks an emergency access the policy allowed under a time-boxed grant:
+	// {"justification": "...", "grant_expires": "..."}. The decision record is flagged and an alert
+	// record asks the officers to review it.
+	ObligationBreakGlass = "break_glass"
+)
+
+// obligationShapes are the obligations the gateway carries out, each with the check of its value.
+var obligationShapes = map[string]func(v any) error{
+	ObligationAuditNote: func(v any) error {
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("obligation audit_note must be a string, got %T", v)
+		}
+		return nil
+	},
+	ObligationStripResponseHeaders: stringList(ObligationStripResponseHeaders),
+	ObligationDrop:                 pathList(ObligationDrop),
+	ObligationRedact:               pathList(ObligationRedact),
+	ObligationPseudonymise:         pathList(ObligationPseudonymise),
+	ObligationMaxRows: func(v any) error {
+		_, err := count(ObligationMaxRows, v)
+		return err
+	},
+	ObligationRows: func(v any) error {
+		s, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("obligation rows must be a path string, got %T", v)
+		}
+		return checkPath(ObligationRows, s)
+	},
+	ObligationRateLimit: func(v any) error {
+		_, err := rateLimit(v)
+		return err
+	},
+	ObligationBreakGlass: func(v any) error {
+		_, _, err := breakGlass(v)
+		return err
+	},
+}
+
+// KnownObligations are the obligations the gateway carries out; the policy engine denies any other.
+var KnownObligations = slices.Sorted(maps.Keys(obligationShapes))
+
+// Executable turns an allow whose obligations the gateway cannot carry out exactly into no decision.
+func Executable(d policies.Decision) policies.Decision {
+	if d.Allow {
+		if err := CheckObligations(d.Obligations); err != nil {
+			return policies.Decision{NoDecision: true, Revision: d.Revision, Reasons: []policies.Reason{{Code: policies.ReasonNoDecision, Message: err.Error()}}}
+		}
+	}
+	return d
+}
+
+// CheckObligations refuses obligations whose shape the gateway cannot carry out exactly. The engine
+// already refused unknown keys; a known key with a malformed value must not be silently skipped.
+func CheckObligations(obs map[string]any) error {
+	for k, v := range obs {
+		check, ok := obligationShapes[k]
+		if !ok {
+			return fmt.Errorf("obligation %s is not supported by this gateway", k)
+		}
+		if err := check(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func stringList(name string) func(v any) error {
+	return func(v any) error {
+		_, err := stringsOf(name, v)
+		return err
+	}
+}
+
+func stringsOf(name string, v any) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("obligation %s must be a list of strings, got %T", name, v)
+	}
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("obligation %s must list strings, got %T", name, e)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func pathList(name string) func(v any) error {
+	return func(v any) error {
+		paths, err := stringsOf(name, v)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			if err := checkPath(name, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// count reads a non-negative integer the policy gave (OPA gives numbers as json.Number).
+func count(name string, v any) (int, error) {
+	var f float64
+	switch n := v.(type) {
+	case json.Number:
+		var err error
+		if f, err = n.Float64(); err != nil {
+			return 0, fmt.Errorf("obligation %s: %w", name, err)
+		}
+	case float64:
+		f = n
+	case int:
+		f = float64(n)
+	default:
+		return 0, fmt.Errorf("obligation %s must be a number, got %T", name, v)
+	}
+	if f < 0 || f != math.Trunc(f) || f > math.MaxInt32 {
+		return 0, fmt.Errorf("obligation %s must be a whole number between 0 and %d, got %v", name, math.MaxInt32, v)
+	}
+	return int(f), nil
+}
+
+// rateLimit reads {"per_minute": n} with n ≥ 1.
+func rateLimit(v any) (int, error) {
+	obj, ok := v.(map[string]any)
+	if !ok || len(obj) != 1 {
+		return 0, fmt.Errorf(`obligation rate_limit must be {"per_minute": n}, got %v`, v)
+	}
+	n, err := count("rate_limit.per_minute", obj["per_minute"])
+	if err != nil {
+		return 0, err
+	}
+	if n < 1 {
+		return 0, fmt.Errorf("obligation rate_limit.per_minute must be at least 1 (deny instead)")
+	}
+	return n, nil
+}
+
+// breakGlass reads {"justification": "...", "grant_expires": "..."}; the justification is required.
+func breakGlass(v any) (justification, expires string, err error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return "", "", fmt.Errorf("obligation break_glass must be an object, got %T", v)
+	}
+	for k := range obj {
+		if k != "justification" && k != "grant_expires" {
+			return "", "", fmt.Errorf("obligation break_glass has an unknown key %q", k)
+		}
+	}
+	justification, _ = obj["justification"].(string)
+	expires, _ = obj["grant_expires"].(string)
+	if justification == "" {
+		return "", "", fmt.Errorf("obligation break_glass needs a justification")
+	}
+	return justification, expires, nil
+}
+
+// checkPath is replaced by the JSON filter's path parser.
+func checkPath(name, p string) error {
+	if p == "" {
+		return fmt.Errorf("obligation %s: empty path", name)
+	}
+	return nil
+}
+
+// policyRateAllows applies a rate_limit obligation: at most per_minute exchanges a minute for this
+// identity with this service, with a burst of one minute's worth.
+func (g *Gateway) policyRateAllows(identity, service string, obs map[string]any) bool {
+	v, ok := obs[ObligationRateLimit]
+	if !ok {
+		return true
+	}
+	n, err := rateLimit(v)
+	if err != nil {
+		return false // Executable already refused a malformed one; fail closed regardless
+	}
+	return g.policyLimits.allowAt(identity+"\x00"+service, rate.Limit(float64(n)/60), n)
+}
