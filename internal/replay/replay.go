@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ztgate/ztgate/audit"
@@ -104,63 +106,114 @@ type Options struct {
 	Progress func(done uint64)
 }
 
-// Run replays every exchange decision in the log with the candidate policy.
+// Run replays every exchange decision in the log with the candidate policy. The log is read in
+// order by one goroutine while workers (one per CPU) open inputs and decide; the report does not
+// depend on their interleaving (each group's example is its lowest-indexed exchange).
 func Run(ctx context.Context, opts Options) (*Report, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	rep := &Report{Candidate: opts.Candidate.Revision(), Counts: map[Change]int{}}
 	type key struct {
 		service, identity string
 		change            Change
 	}
-	groups := map[key]*Group{}
-	revisions := map[string]bool{}
-	var read uint64
-	err := audit.ReadRecords(ctx, opts.DB, func(rec *audit.Record) error {
-		read++
-		if opts.Progress != nil && read%1024 == 0 {
+	type result struct {
+		rec      *audit.Record
+		change   Change
+		d        policies.Decision
+		noInput  bool
+		shredded bool
+		failed   bool
+	}
+	records := make(chan *audit.Record, replayQueue)
+	results := make(chan result, replayQueue)
+	var workers sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for rec := range records {
+				in, err := Input(rec, opts.Sealer)
+				switch {
+				case errors.Is(err, ErrNoInput):
+					results <- result{rec: rec, noInput: true}
+				case err != nil:
+					results <- result{rec: rec, failed: true, shredded: errors.Is(err, keyring.ErrShredded)}
+				default:
+					d := gateway.Executable(opts.Candidate.Decide(ctx, in))
+					results <- result{rec: rec, change: compare(rec, d), d: d}
+				}
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		var read uint64
+		err := audit.ReadRecords(ctx, opts.DB, func(rec *audit.Record) error {
+			read++
+			if opts.Progress != nil && read%1024 == 0 {
+				opts.Progress(read)
+			}
+			if rec.Kind != audit.KindDecision || rec.Time.Before(opts.Since) {
+				return nil
+			}
+			select {
+			case records <- rec:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if opts.Progress != nil {
 			opts.Progress(read)
 		}
-		if rec.Kind != audit.KindDecision || rec.Time.Before(opts.Since) {
-			return nil
-		}
-		in, err := Input(rec, opts.Sealer)
-		if errors.Is(err, ErrNoInput) {
+		close(records)
+		workers.Wait()
+		close(results)
+		readErr <- err
+	}()
+
+	groups := map[key]*Group{}
+	revisions := map[string]bool{}
+	for r := range results {
+		rec := r.rec
+		switch {
+		case r.noInput:
 			rep.NoInput++
-			return nil
-		}
-		if err != nil {
+			continue
+		case r.failed:
 			rep.NotReplayable++
-			if errors.Is(err, keyring.ErrShredded) {
+			if r.shredded {
 				rep.Shredded++
 			}
-			return nil
+			continue
 		}
-		if rep.From.IsZero() {
+		if rep.From.IsZero() || rec.Time.Before(rep.From) {
 			rep.From = rec.Time
 		}
-		rep.To = rec.Time
-		revisions[rec.PolicyRevision] = true
-		d := gateway.Executable(opts.Candidate.Decide(ctx, in))
-		rep.Replayed++
-		c := compare(rec, d)
-		rep.Counts[c]++
-		if c == Unchanged {
-			rep.Unchanged++
-			return nil
+		if rec.Time.After(rep.To) {
+			rep.To = rec.Time
 		}
-		k := key{rec.Service, rec.Source, c}
+		revisions[rec.PolicyRevision] = true
+		rep.Replayed++
+		rep.Counts[r.change]++
+		if r.change == Unchanged {
+			rep.Unchanged++
+			continue
+		}
+		k := key{rec.Service, rec.Source, r.change}
 		g := groups[k]
 		if g == nil {
-			g = &Group{Service: rec.Service, Identity: rec.Source, Change: c, Example: rec.Exchange, ExampleIndex: rec.Index,
-				Recorded: rec.Decision, Candidate: gateway.DecisionWord(d), CandidateWhy: d.Reasons}
+			g = &Group{Service: rec.Service, Identity: rec.Source, Change: r.change}
 			groups[k] = g
 		}
+		if g.Count == 0 || rec.Index < g.ExampleIndex {
+			g.Example, g.ExampleIndex, g.Recorded = rec.Exchange, rec.Index, rec.Decision
+			g.Candidate, g.CandidateWhy = gateway.DecisionWord(r.d), r.d.Reasons
+		}
 		g.Count++
-		return nil
-	})
-	if opts.Progress != nil {
-		opts.Progress(read)
 	}
-	if err != nil {
+	if err := <-readErr; err != nil {
 		return rep, err
 	}
 	rep.Recorded = slices.Sorted(maps.Keys(revisions))
@@ -173,6 +226,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	})
 	return rep, nil
 }
+
+// replayQueue bounds the records read ahead of the workers and the results waiting to be counted.
+const replayQueue = 1024
 
 // compare says how the candidate's decision differs from the recorded one: the verdict first,
 // then the obligations, then the reason codes.
