@@ -46,6 +46,10 @@ type Config struct {
 	Limits     Limits       `yaml:"limits"`
 	// Services holds per-service settings.
 	Services map[string]ServiceOptions `yaml:"services"`
+	// Witnesses cosign every checkpoint of the audit log (C2SP tlog-witness); WitnessQuorum of
+	// them must (0: all). Exchanges never wait for them.
+	Witnesses     []WitnessConfig `yaml:"witnesses"`
+	WitnessQuorum int             `yaml:"witness_quorum"`
 }
 
 // Federation trusts one partner trust domain through its bundle file.
@@ -132,6 +136,10 @@ func (c *Config) resolve(base string) {
 	for i := range c.Federation {
 		abs(&c.Federation[i].BundleFile)
 	}
+	for i := range c.Witnesses {
+		abs(&c.Witnesses[i].Key)
+		abs(&c.Witnesses[i].CAFile)
+	}
 }
 
 // Validate checks what can be checked without touching files.
@@ -162,6 +170,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Limits.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.validateWitnesses(); err != nil {
 		errs = append(errs, err)
 	}
 	for svc, o := range c.Services {
@@ -259,6 +270,8 @@ type Runtime struct {
 	Keyring   *keyring.Keyring
 	Sealer    *keyring.Sealer
 	logger    *slog.Logger
+
+	witnessing *witnessing // nil without witnesses
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -311,6 +324,9 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
 	}
 	if checkOnly {
+		if _, err := c.LoadWitnessKeys(); err != nil {
+			return nil, err
+		}
 		// A master key that exists must be usable; a missing one is created on first start.
 		if masterKey, _ := c.KeyPaths(); fileExists(masterKey) {
 			if _, err := keyring.LoadLocalKEK(masterKey); err != nil {
@@ -393,6 +409,12 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		rt.Close()
 		return nil, err
 	}
+	if len(c.Witnesses) > 0 {
+		if rt.witnessing, err = newWitnessing(c, rt.Audit, logger); err != nil {
+			rt.Close()
+			return nil, err
+		}
+	}
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey, Sealer: rt.Sealer, Rollout: rt.Rollout,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
@@ -423,6 +445,9 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 		go func() { _ = rt.Candidate.Watch(ctx) }()
 	}
 	go rt.shredInputs(ctx)
+	if rt.witnessing != nil {
+		rt.witnessing.run(ctx)
+	}
 	return rt.Gateway.Serve(ctx, pc)
 }
 
@@ -485,6 +510,10 @@ func (rt *Runtime) shredInputs(ctx context.Context) {
 // Close releases the audit log (writing a final checkpoint) and the ledger.
 func (rt *Runtime) Close() error {
 	var errs []error
+	if rt.witnessing != nil {
+		rt.witnessing.flush() // before the log closes: the final checkpoint goes to the witnesses too
+		errs = append(errs, rt.witnessing.close())
+	}
 	if rt.Audit != nil {
 		errs = append(errs, rt.Audit.Close())
 	}
