@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/witness"
 )
 
@@ -218,4 +221,38 @@ func cosignatures(t *testing.T, c *deptCity) []*witness.Cosigned {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestWitnessREADMEConfig decodes the README's witness examples strictly, as the commands do.
+func TestWitnessREADMEConfig(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawWitness, sawGateway bool
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		switch {
+		case strings.HasPrefix(m[1], "# witness.yaml"):
+			var c witness.Config
+			if err := yamlconf.Decode([]byte(m[1]), &c); err != nil {
+				t.Fatalf("README witness.yaml: %v", err)
+			}
+			if err := c.Validate(); err != nil {
+				t.Fatalf("README witness.yaml: %v", err)
+			}
+			sawWitness = true
+		case strings.HasPrefix(m[1], "# witnesses in gateway.yaml"):
+			var c gateway.Config
+			if err := yamlconf.Decode([]byte(m[1]), &c); err != nil {
+				t.Fatalf("README gateway witnesses: %v", err)
+			}
+			if len(c.Witnesses) == 0 || c.Quorum() != 1 {
+				t.Fatalf("README gateway witnesses: %+v", c.Witnesses)
+			}
+			sawGateway = true
+		}
+	}
+	if !sawWitness || !sawGateway {
+		t.Fatalf("README lacks the witness (%v) or the gateway's witnesses (%v) example", sawWitness, sawGateway)
+	}
 }
