@@ -105,13 +105,19 @@ one lacks it. Reads the files without writing; safe beside a running gateway.`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if *cfgPath == "" && (*db == "" || *key == "" || len(witnessKeys) == 0) {
+		fmt.Fprintln(fs.Output(), "ztgate: give --config, or --db, --key and --witness-key")
+		fs.Usage()
+		return errUsage
+	}
 	in, err := witnessedInputs(*cfgPath, *db, *key, witnessKeys, *quorum, *cosPath)
 	if err != nil {
 		return err
 	}
 	check, err := witness.NewQuorumCheck(in.logKey, in.witnesses, in.quorum)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		fmt.Fprintf(fs.Output(), "ztgate: %v\n", err)
+		return errUsage
 	}
 	// Cosignatures first, then the newest checkpoint, then the records: each is read after what
 	// it must cover, so a gateway writing meanwhile cannot make a consistent log look forked.
@@ -162,9 +168,6 @@ func witnessedInputs(cfgPath, db, key string, witnessKeys []string, quorum int, 
 			in.quorum = c.Quorum()
 		}
 	} else {
-		if db == "" || key == "" || len(witnessKeys) == 0 {
-			return nil, fmt.Errorf("%w: give --config, or --db, --key and --witness-key", errUsage)
-		}
 		for _, p := range witnessKeys {
 			v, err := witness.LoadVerifier(p)
 			if err != nil {
