@@ -251,10 +251,11 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	// Every bundle that will decide is in the log before it decides (policy transparency): an
 	// officer, a department or a partner can see which policies were ever in force, and no
 	// bundle activates while the log cannot say so.
-	policyOpts.Activate = func(ctx context.Context, revision string) error {
+	policyOpts.Activate = func(ctx context.Context, b policies.BundleInfo) error {
+		note := "policy bundle activated from " + b.Source
 		_, err := rt.Audit.Append(ctx, &audit.Record{
 			Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: c.SPIFFEID,
-			PolicyRevision: revision, Note: "policy bundle activated from " + c.Policy.Bundle,
+			PolicyRevision: b.Revision, Note: note,
 		})
 		return err
 	}
