@@ -253,6 +253,9 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	// bundle activates while the log cannot say so.
 	policyOpts.Activate = func(ctx context.Context, b policies.BundleInfo) error {
 		note := "policy bundle activated from " + b.Source
+		if b.Signed {
+			note += ", signed with key " + b.KeyID
+		}
 		_, err := rt.Audit.Append(ctx, &audit.Record{
 			Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: c.SPIFFEID,
 			PolicyRevision: b.Revision, Note: note,

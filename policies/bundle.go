@@ -42,6 +42,10 @@ type BundleInfo struct {
 	ManifestRevision string
 	// Source is the directory, tarball path or URL the bundle came from.
 	Source string
+	// Signed is true when the bundle's signature was verified against
+	// Options.Verification; KeyID then names the key that signed it.
+	Signed bool
+	KeyID  string
 	// Receipt holds the bundle's .receipt.json, if any (at most
 	// DefaultMaxReceiptBytes): a proof that the bundle was published in a
 	// transparency log. It is neither signed nor digested, so whoever reads
@@ -64,10 +68,18 @@ type policySet struct {
 	stamp string
 }
 
-// load compiles and prepares the bundle made of bf's files, which came
-// from source. Every error wraps ErrBadBundle.
-func load(ctx context.Context, bf *bundleFiles, source, query string) (*policySet, error) {
+// load verifies (when v is not nil), compiles and prepares the bundle
+// made of bf's files, which came from source. Every error wraps
+// ErrBadBundle, or ErrBadSignature when the signature is refused.
+func load(ctx context.Context, bf *bundleFiles, source, query string, v *verifier) (*policySet, error) {
 	info := BundleInfo{Source: source, Digest: bf.digest()}
+	if v != nil {
+		keyID, err := v.verify(bf, source)
+		if err != nil {
+			return nil, err
+		}
+		info.Signed, info.KeyID = true, keyID
+	}
 	if receipt, ok := bf.get(receiptFile); ok {
 		info.Receipt = receipt
 	}
@@ -76,7 +88,7 @@ func load(ctx context.Context, bf *bundleFiles, source, query string) (*policySe
 	reader := bundle.NewCustomReader(newMemLoader(bf).WithFilter(skipRegoTests)).
 		WithRegoVersion(ast.RegoV1).
 		WithCapabilities(caps).
-		WithSkipBundleVerification(true).
+		WithSkipBundleVerification(true). // verified above, on these very bytes
 		WithSizeLimitBytes(DefaultMaxBundleBytes)
 	if bf.base != "" {
 		// Module names in OPA's errors then start with the directory or

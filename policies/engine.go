@@ -80,6 +80,9 @@ type Options struct {
 	// https:// URL of a bundle server (any static server or OPA bundle
 	// service). Files named *_test.rego are left out of the engine.
 	Bundle string
+	// Verification, when set, refuses every bundle that is not signed by
+	// one of its keys; when nil, bundles load unsigned.
+	Verification *Verification
 	// PollInterval is how often Watch looks for a new bundle; when zero,
 	// DefaultPollInterval for a directory or tarball and
 	// DefaultServerPollInterval for a bundle server.
@@ -101,8 +104,8 @@ type Options struct {
 	KnownObligations []string
 	// Logger receives reload and failure reports; discarded when nil.
 	Logger *slog.Logger
-	// Activate, when set, is called with a bundle's description after it was built and before it
-	// decides anything — the first bundle and every reload. An error refuses the bundle
+	// Activate, when set, is called with a bundle's description after it was built and verified and
+	// before it decides anything — the first bundle and every reload. An error refuses the bundle
 	// (the previous one, if any, stays active). The gateway uses it to write the activation to the
 	// audit log first, so no bundle can decide without the log saying which one it was.
 	Activate func(ctx context.Context, b BundleInfo) error
@@ -112,6 +115,7 @@ type Options struct {
 // active bundle is swapped atomically on Reload.
 type Engine struct {
 	source   bundleSource
+	verifier *verifier // nil: bundles load unsigned
 	poll     time.Duration
 	query    string
 	deadline time.Duration
@@ -125,9 +129,9 @@ type Engine struct {
 	status   status
 }
 
-// NewEngine loads, compiles and prepares the bundle from opts.Bundle. It
-// returns an error wrapping ErrBadBundle, ErrBundleTooLarge or
-// ErrBundleUnavailable when the bundle cannot decide.
+// NewEngine loads, verifies, compiles and prepares the bundle from
+// opts.Bundle. It returns an error wrapping ErrBadBundle, ErrBadSignature,
+// ErrBundleTooLarge or ErrBundleUnavailable when the bundle cannot decide.
 func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Bundle == "" {
 		return nil, fmt.Errorf("%w: no bundle", ErrInvalidOptions)
@@ -155,6 +159,11 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Verification != nil {
+		if e.verifier, err = newVerifier(opts.Verification); err != nil {
+			return nil, err
+		}
+	}
 	for _, k := range opts.KnownObligations {
 		e.known[k] = struct{}{}
 	}
@@ -165,7 +174,7 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps, err := load(ctx, bf, e.source.String(), e.query)
+	ps, err := load(ctx, bf, e.source.String(), e.query, e.verifier)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +186,7 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	e.active.Store(ps)
 	e.served = bf.served
 	e.status.activated(ps.info, time.Now())
-	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.source, "revision", ps.revision)
+	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.source, "revision", ps.revision, "signed", ps.info.Signed, "key_id", ps.info.KeyID)
 	return e, nil
 }
 
@@ -201,10 +210,10 @@ func (e *Engine) Service(name string) (Destination, bool) {
 	return d, ok
 }
 
-// Reload reads the bundle afresh and, only when it prepared completely,
-// makes it the active one. On failure the previous bundle stays active and
-// the error, naming file and line where known, is logged at ERROR, counted
-// in Status and returned.
+// Reload reads the bundle afresh and, only when it verified and prepared
+// completely, makes it the active one. On failure the previous bundle
+// stays active and the error, naming file and line where known, is logged
+// at ERROR, counted in Status and returned.
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
@@ -218,7 +227,7 @@ func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 	bf, err := e.source.read(ctx, since)
 	var ps *policySet
 	if err == nil && !bf.unchanged {
-		ps, err = load(ctx, bf, e.source.String(), e.query)
+		ps, err = load(ctx, bf, e.source.String(), e.query, e.verifier)
 	}
 	if err != nil {
 		e.status.failed(err, time.Now())
@@ -244,7 +253,7 @@ func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 	e.served = bf.served
 	e.status.activated(ps.info, time.Now())
 	e.log.InfoContext(ctx, "policy bundle reloaded", "bundle", e.source,
-		"old_revision", old.revision, "revision", ps.revision)
+		"old_revision", old.revision, "revision", ps.revision, "signed", ps.info.Signed, "key_id", ps.info.KeyID)
 	return nil
 }
 

@@ -10,9 +10,11 @@ import (
 // keeps the active bundle, so Failing is the only sign that the source
 // holds a bundle the engine will not take.
 type Status struct {
-	// Revision and Source describe the active bundle.
+	// Revision, Source, Signed and KeyID describe the active bundle.
 	Revision string
 	Source   string
+	Signed   bool
+	KeyID    string
 	// ActivatedAt is when the active bundle started deciding.
 	ActivatedAt time.Time
 	// Failing is true when the latest reload or poll failed; the next one
@@ -36,7 +38,7 @@ type status struct {
 func (st *status) activated(b BundleInfo, at time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.s.Revision, st.s.Source = b.Revision, b.Source
+	st.s.Revision, st.s.Source, st.s.Signed, st.s.KeyID = b.Revision, b.Source, b.Signed, b.KeyID
 	st.s.ActivatedAt = at
 	st.s.Failing = false
 }
