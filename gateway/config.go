@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -52,9 +53,41 @@ type Federation struct {
 
 // PolicyConfig selects the policy bundle.
 type PolicyConfig struct {
+	// Bundle is a bundle folder, a bundle tarball (.tar.gz, e.g. from `ztgate policy build`) or the
+	// http:// or https:// URL of a bundle server.
 	Bundle   string        `yaml:"bundle"`
 	Query    string        `yaml:"query"`
 	Deadline time.Duration `yaml:"deadline"`
+	// Poll is how often the gateway looks for a new bundle: by default every 500ms for a folder or
+	// tarball, and every 10s (one conditional request) for a bundle server.
+	Poll time.Duration `yaml:"poll"`
+	// Verification, when set, refuses every bundle that is not signed by one of its keys.
+	Verification *PolicyVerification `yaml:"verification"`
+}
+
+// PolicyVerification lists the keys that may sign policy bundles (`ztgate policy sign`).
+type PolicyVerification struct {
+	// Keys maps a key ID to the file of its PEM public key (signing.pub from `ztgate policy
+	// keygen`): Ed25519 or ECDSA P-256.
+	Keys map[string]string `yaml:"keys"`
+	// Scope, when set, must equal the scope claim of every bundle's signature.
+	Scope string `yaml:"scope"`
+}
+
+// verification loads the public keys of v; nil when bundles need no signature.
+func (v *PolicyVerification) verification() (*policies.Verification, error) {
+	if v == nil {
+		return nil, nil
+	}
+	out := &policies.Verification{Keys: make(map[string]crypto.PublicKey, len(v.Keys)), Scope: v.Scope}
+	for id, path := range v.Keys {
+		pub, err := policies.LoadPublicKey(path)
+		if err != nil {
+			return nil, fmt.Errorf("policy.verification.keys.%s: %w", id, err)
+		}
+		out.Keys[id] = pub
+	}
+	return out, nil
 }
 
 // AuditConfig selects the audit log.
@@ -87,7 +120,15 @@ func (c *Config) resolve(base string) {
 		}
 	}
 	abs(&c.CADir)
-	abs(&c.Policy.Bundle)
+	if !isURL(c.Policy.Bundle) {
+		abs(&c.Policy.Bundle)
+	}
+	if v := c.Policy.Verification; v != nil {
+		for id, path := range v.Keys {
+			abs(&path)
+			v.Keys[id] = path
+		}
+	}
 	abs(&c.Audit.Path)
 	abs(&c.Audit.KeyDir)
 	for i := range c.Federation {
@@ -136,6 +177,19 @@ func (c *Config) Validate() error {
 	if c.Policy.Deadline < 0 {
 		errs = append(errs, errors.New("policy.deadline must not be negative"))
 	}
+	if c.Policy.Poll < 0 {
+		errs = append(errs, errors.New("policy.poll must not be negative"))
+	}
+	if v := c.Policy.Verification; v != nil {
+		if len(v.Keys) == 0 {
+			errs = append(errs, errors.New("policy.verification.keys must list at least one key (or leave verification out)"))
+		}
+		for id, path := range v.Keys {
+			if id == "" || path == "" {
+				errs = append(errs, fmt.Errorf("policy.verification.keys: key %q needs an ID and a public key file", id))
+			}
+		}
+	}
 	if c.Audit.Path == "" {
 		errs = append(errs, errors.New("audit.path is required"))
 	}
@@ -145,6 +199,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isURL tells a bundle server's URL from a path.
+func isURL(bundle string) bool {
+	return strings.HasPrefix(bundle, "http://") || strings.HasPrefix(bundle, "https://")
 }
 
 func (c *Config) keyDir() string {
@@ -219,8 +278,13 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if keyErr != nil && dbErr == nil {
 		return nil, fmt.Errorf("audit log %s exists but its signing key %s is missing: refusing to start a log under a new key", c.Audit.Path, signerPath)
 	}
+	verification, err := c.Policy.Verification.verification()
+	if err != nil {
+		return nil, err
+	}
 	policyOpts := policies.Options{
 		Bundle: c.Policy.Bundle, Query: c.Policy.Query, Deadline: c.Policy.Deadline,
+		PollInterval: c.Policy.Poll, Verification: verification,
 		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
 	}
 	if checkOnly {

@@ -81,3 +81,25 @@ func TestPolicySigningCommands(t *testing.T) {
 		t.Errorf("build left %d files beside the tarball, want only it", len(entries))
 	}
 }
+
+// TestValidateChecksVerificationKeys runs `ztgate validate` on a gateway
+// config whose bundle verification key file is missing.
+func TestValidateChecksVerificationKeys(t *testing.T) {
+	dir := t.TempDir()
+	if code, out := runCLI(t, "pki", "init", "--dir", filepath.Join(dir, "ca"), "--trust-domain", "city.example.vn"); code != 0 {
+		t.Fatalf("pki init: %s", out)
+	}
+	if err := policies.WriteDefaultBundle(filepath.Join(dir, "policy")); err != nil {
+		t.Fatal(err)
+	}
+	config := "listen: 127.0.0.1:8443\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\naudit:\n  path: state/audit.db\n" +
+		"policy:\n  bundle: policy\n  verification:\n    keys:\n      officer-1: keys/signing.pub\n"
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runCLI(t, "validate", path)
+	if want := "policy.verification.keys.officer-1: open " + filepath.Join(dir, "keys", "signing.pub"); code != 1 || !strings.Contains(out, want) {
+		t.Fatalf("validate: exit %d, want 1 naming %q:\n%s", code, want, out)
+	}
+}
