@@ -24,9 +24,9 @@ func BenchmarkActivate(b *testing.B) {
 	signedCity := copyCity(b)
 	sign(b, signedCity, key, "bench")
 	big := copyCity(b)
-	size := growCatalog(b, big, 50_000_000)
+	size := growCatalog(b, big, 50_500_000)
 	signedBig := copyCity(b)
-	growCatalog(b, signedBig, 50_000_000)
+	growCatalog(b, signedBig, 50_500_000)
 	sign(b, signedBig, key, "bench")
 
 	cases := []struct {

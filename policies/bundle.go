@@ -81,7 +81,7 @@ func load(ctx context.Context, bf *bundleFiles, source, query string, v *verifie
 		info.Signed, info.KeyID = true, keyID
 	}
 	if receipt, ok := bf.get(receiptFile); ok {
-		info.Receipt = receipt
+		info.Receipt = bytes.Clone(receipt)
 	}
 
 	caps := capabilities()
@@ -98,6 +98,16 @@ func load(ctx context.Context, bf *bundleFiles, source, query string, v *verifie
 	b, err := reader.Read()
 	if err != nil {
 		return nil, fmt.Errorf("%w: loading %s: %w", ErrBadBundle, source, err)
+	}
+	// The engine evaluates Rego with its own capabilities only: a Wasm module or a plan would
+	// decide by other rules, and a delta bundle patches data it does not hold.
+	switch {
+	case b.Type() == bundle.DeltaBundleType:
+		return nil, fmt.Errorf("%w: %s is a delta bundle; serve a complete (snapshot) bundle", ErrBadBundle, source)
+	case len(b.WasmModules) > 0 || len(b.Manifest.WasmResolvers) > 0:
+		return nil, fmt.Errorf("%w: %s carries Wasm modules; ztgate evaluates Rego modules only", ErrBadBundle, source)
+	case len(b.PlanModules) > 0:
+		return nil, fmt.Errorf("%w: %s carries a plan; ztgate evaluates Rego modules only", ErrBadBundle, source)
 	}
 
 	compiler := ast.NewCompiler().

@@ -46,3 +46,25 @@ func TestPolicyRefusalsNameTheLine(t *testing.T) {
 		})
 	}
 }
+
+// TestOnlyRegoBundles refuses what the engine would not evaluate as Rego
+// under its capabilities.
+func TestOnlyRegoBundles(t *testing.T) {
+	tests := []struct {
+		desc    string
+		files   map[string]string
+		wantMsg string
+	}{
+		{desc: "Wasm module", files: map[string]string{"ztgate/p.rego": allowPolicy, "policy.wasm": "\x00asm"}, wantMsg: "carries Wasm modules"},
+		{desc: "plan", files: map[string]string{"ztgate/p.rego": allowPolicy, "plan.json": `{"static": {}, "plans": {}, "funcs": {}}`}, wantMsg: "carries a plan"},
+		{desc: "delta bundle", files: map[string]string{".manifest": `{"revision": "d", "roots": ["ztgate"]}`, "patch.json": `{"data": [{"op": "upsert", "path": "/ztgate/x", "value": 1}]}`}, wantMsg: "is a delta bundle"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := NewEngine(t.Context(), Options{Bundle: writeBundle(t, tc.files)})
+			if !errors.Is(err, ErrBadBundle) || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Errorf("NewEngine error = %v, want ErrBadBundle mentioning %q", err, tc.wantMsg)
+			}
+		})
+	}
+}

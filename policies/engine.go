@@ -170,6 +170,10 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	if _, err := ast.ParseBody(e.query); err != nil {
 		return nil, fmt.Errorf("%w: parsing query %q: %v", ErrInvalidOptions, e.query, err)
 	}
+	if strings.HasPrefix(opts.Bundle, "http://") && e.verifier == nil {
+		e.log.WarnContext(ctx, "policy bundles come over plain HTTP unsigned: anyone on the path can change them; set verification keys or use https",
+			"bundle", opts.Bundle)
+	}
 	bf, err := e.source.read(ctx, nil)
 	if err != nil {
 		return nil, err

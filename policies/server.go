@@ -110,7 +110,7 @@ func (s *bundleServer) get(ctx context.Context, etag string) ([]byte, string, er
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s: %w", ErrBundleUnavailable, s.url, err)
 	}
-	req.Header.Set("Accept", "application/gzip, application/vnd.openpolicyagent.bundles")
+	req.Header.Set("Accept", "application/gzip")
 	if etag != "" {
 		req.Header.Set("If-None-Match", etag)
 	}

@@ -291,3 +291,15 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestPlainHTTPWithoutSignaturesWarns(t *testing.T) {
+	srv := newBundleTestServer(t)
+	srv.serve(bundleTarball(map[string]string{"ztgate/p.rego": allowPolicy}), "")
+	var logs syncBuffer
+	if _, err := NewEngine(t.Context(), Options{Bundle: srv.URL, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "plain HTTP unsigned") {
+		t.Errorf("no warning about an unsigned bundle over plain HTTP:\n%s", logs.String())
+	}
+}
