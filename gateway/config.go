@@ -120,7 +120,7 @@ func (c *Config) resolve(base string) {
 		}
 	}
 	abs(&c.CADir)
-	if !isURL(c.Policy.Bundle) {
+	if !policies.IsServerURL(c.Policy.Bundle) {
 		abs(&c.Policy.Bundle)
 	}
 	if v := c.Policy.Verification; v != nil {
@@ -199,11 +199,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// isURL tells a bundle server's URL from a path.
-func isURL(bundle string) bool {
-	return strings.HasPrefix(bundle, "http://") || strings.HasPrefix(bundle, "https://")
 }
 
 func (c *Config) keyDir() string {

@@ -82,12 +82,17 @@ type bundleSource interface {
 	String() string
 }
 
-// newSource chooses the source for where: an http:// or https:// URL is a
-// bundle server, a path ending in .tar.gz or .tgz a tarball, anything else
-// a directory.
+// IsServerURL reports whether Options.Bundle names a bundle server (an
+// http:// or https:// URL) rather than a directory or tarball path.
+func IsServerURL(bundle string) bool {
+	return strings.HasPrefix(bundle, "http://") || strings.HasPrefix(bundle, "https://")
+}
+
+// newSource chooses the source for where: a bundle server's URL, a path
+// ending in .tar.gz or .tgz (a tarball), or else a directory.
 func newSource(where string, server serverOptions) (bundleSource, error) {
 	switch {
-	case strings.HasPrefix(where, "http://") || strings.HasPrefix(where, "https://"):
+	case IsServerURL(where):
 		return newBundleServer(where, server)
 	case strings.HasSuffix(where, ".tar.gz") || strings.HasSuffix(where, ".tgz"):
 		return tarballFile{path: where, limits: defaultLimits}, nil
