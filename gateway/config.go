@@ -3,11 +3,13 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/ztgate/ztgate/pki/keyring"
+	"golang.org/x/mod/sumdb/note"
 	"log/slog"
 	"net"
 	"os"
@@ -60,9 +62,20 @@ type Federation struct {
 
 // PolicyConfig selects the policy bundle.
 type PolicyConfig struct {
+	// Bundle is a bundle folder, a bundle tarball (.tar.gz, e.g. from `ztgate policy build`) or the
+	// http:// or https:// URL of a bundle server.
 	Bundle   string        `yaml:"bundle"`
 	Query    string        `yaml:"query"`
 	Deadline time.Duration `yaml:"deadline"`
+	// Poll is how often the gateway looks for a new bundle: by default every 500ms for a folder or
+	// tarball, and every 10s (one conditional request) for a bundle server.
+	Poll time.Duration `yaml:"poll"`
+	// Verification, when set, refuses every bundle that is not signed by one of its keys.
+	Verification *PolicyVerification `yaml:"verification"`
+	// RequireLoggedBundles, when set, is the verifier key file (audit.pub) of the officers' policy
+	// log: every bundle, candidate included, must carry a receipt (`ztgate policy publish`) proving
+	// it is in that log, or it is refused and the running bundle stays.
+	RequireLoggedBundles string `yaml:"require_logged_bundles"`
 	// Candidate, when set, runs a second bundle beside Bundle for a rollout: recorded in shadow,
 	// enforcing only for the services listed in its Enforce.
 	Candidate *CandidateConfig `yaml:"candidate"`
@@ -75,6 +88,31 @@ type CandidateConfig struct {
 	// Enforce lists the services where the candidate already enforces ("*": all of them). The
 	// gateway re-reads this list on SIGHUP, so promotion needs no restart.
 	Enforce []string `yaml:"enforce"`
+}
+
+// PolicyVerification lists the keys that may sign policy bundles (`ztgate policy sign`).
+type PolicyVerification struct {
+	// Keys maps a key ID to the file of its PEM public key (signing.pub from `ztgate policy
+	// keygen`): Ed25519 or ECDSA P-256.
+	Keys map[string]string `yaml:"keys"`
+	// Scope, when set, must equal the scope claim of every bundle's signature.
+	Scope string `yaml:"scope"`
+}
+
+// verification loads the public keys of v; nil when bundles need no signature.
+func (v *PolicyVerification) verification() (*policies.Verification, error) {
+	if v == nil {
+		return nil, nil
+	}
+	out := &policies.Verification{Keys: make(map[string]crypto.PublicKey, len(v.Keys)), Scope: v.Scope}
+	for id, path := range v.Keys {
+		pub, err := policies.LoadPublicKey(path)
+		if err != nil {
+			return nil, fmt.Errorf("policy.verification.keys.%s: %w", id, err)
+		}
+		out.Keys[id] = pub
+	}
+	return out, nil
 }
 
 // AuditConfig selects the audit log.
@@ -125,9 +163,18 @@ func (c *Config) resolve(base string) {
 		}
 	}
 	abs(&c.CADir)
-	abs(&c.Policy.Bundle)
-	if c.Policy.Candidate != nil {
+	if !policies.IsServerURL(c.Policy.Bundle) {
+		abs(&c.Policy.Bundle)
+	}
+	abs(&c.Policy.RequireLoggedBundles)
+	if c.Policy.Candidate != nil && !policies.IsServerURL(c.Policy.Candidate.Bundle) {
 		abs(&c.Policy.Candidate.Bundle)
+	}
+	if v := c.Policy.Verification; v != nil {
+		for id, path := range v.Keys {
+			abs(&path)
+			v.Keys[id] = path
+		}
 	}
 	abs(&c.Audit.Path)
 	abs(&c.Audit.KeyDir)
@@ -198,6 +245,19 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.Deadline < 0 {
 		errs = append(errs, errors.New("policy.deadline must not be negative"))
+	}
+	if c.Policy.Poll < 0 {
+		errs = append(errs, errors.New("policy.poll must not be negative"))
+	}
+	if v := c.Policy.Verification; v != nil {
+		if len(v.Keys) == 0 {
+			errs = append(errs, errors.New("policy.verification.keys must list at least one key (or leave verification out)"))
+		}
+		for id, path := range v.Keys {
+			if id == "" || path == "" {
+				errs = append(errs, fmt.Errorf("policy.verification.keys: key %q needs an ID and a public key file", id))
+			}
+		}
 	}
 	if c.Audit.Path == "" {
 		errs = append(errs, errors.New("audit.path is required"))
@@ -319,11 +379,21 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if keyErr != nil && dbErr == nil {
 		return nil, fmt.Errorf("audit log %s exists but its signing key %s is missing: refusing to start a log under a new key", c.Audit.Path, signerPath)
 	}
+	verification, err := c.Policy.Verification.verification()
+	if err != nil {
+		return nil, err
+	}
 	policyOpts := policies.Options{
 		Bundle: c.Policy.Bundle, Query: c.Policy.Query, Deadline: c.Policy.Deadline,
+		PollInterval: c.Policy.Poll, Verification: verification,
 		KnownObligations: KnownObligations, Logger: logger.With("component", "policy"),
 	}
+	published, err := c.policyLogKey()
+	if err != nil {
+		return nil, err
+	}
 	if checkOnly {
+		policyOpts.Activate = func(_ context.Context, b policies.BundleInfo) error { return checkLogged(published, b) }
 		if _, err := c.LoadWitnessKeys(); err != nil {
 			return nil, err
 		}
@@ -371,13 +441,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	// Every bundle that will decide is in the log before it decides (policy transparency): an
 	// officer, a department or a partner can see which policies were ever in force, and no
 	// bundle activates while the log cannot say so.
-	policyOpts.Activate = func(ctx context.Context, revision string) error {
-		_, err := rt.Audit.Append(ctx, &audit.Record{
-			Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: c.SPIFFEID,
-			PolicyRevision: revision, Note: "policy bundle activated from " + c.Policy.Bundle,
-		})
-		return err
-	}
+	policyOpts.Activate = rt.activation(published, "policy bundle")
 	if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 		rt.Audit.Close()
 		return nil, fmt.Errorf("loading policy: %w", err)
@@ -386,13 +450,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		candOpts := policyOpts
 		candOpts.Bundle = cand.Bundle
 		candOpts.Logger = logger.With("component", "policy", "bundle", "candidate")
-		candOpts.Activate = func(ctx context.Context, revision string) error {
-			_, err := rt.Audit.Append(ctx, &audit.Record{
-				Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: c.SPIFFEID,
-				PolicyRevision: revision, Note: "candidate policy bundle activated in shadow from " + cand.Bundle,
-			})
-			return err
-		}
+		candOpts.Activate = rt.activation(published, "candidate policy bundle (shadow)")
 		if rt.Candidate, err = policies.NewEngine(ctx, candOpts); err != nil {
 			rt.Audit.Close()
 			return nil, fmt.Errorf("loading the candidate policy: %w", err)
@@ -486,6 +544,49 @@ func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 		rt.logger.InfoContext(ctx, "rollout changed", "candidate", rt.Candidate.Revision(), "enforce", cand.Enforce)
 	}
 	return errors.Join(errs...)
+}
+
+// activation is the hook that runs before a bundle decides anything: with require_logged_bundles it
+// refuses a bundle whose receipt does not prove it is in the officers' policy log, then it appends
+// the activation to the gateway's own log (policy transparency) — a bundle the log cannot name
+// never decides.
+func (rt *Runtime) activation(published note.Verifier, what string) func(context.Context, policies.BundleInfo) error {
+	return func(ctx context.Context, b policies.BundleInfo) error {
+		if err := checkLogged(published, b); err != nil {
+			return err
+		}
+		text := what + " activated from " + b.Source
+		if b.Signed {
+			text += ", signed with key " + b.KeyID
+		}
+		if published != nil {
+			text += ", in the policy log"
+		}
+		_, err := rt.Audit.Append(ctx, &audit.Record{
+			Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: rt.Config.SPIFFEID,
+			PolicyRevision: b.Revision, Note: text,
+		})
+		return err
+	}
+}
+
+func checkLogged(published note.Verifier, b policies.BundleInfo) error {
+	if published == nil {
+		return nil
+	}
+	return CheckPublished(b.Receipt, published, b.Revision)
+}
+
+// policyLogKey loads the verifier key of the policy log when require_logged_bundles is set.
+func (c *Config) policyLogKey() (note.Verifier, error) {
+	if c.Policy.RequireLoggedBundles == "" {
+		return nil, nil
+	}
+	v, err := audit.LoadVerifier(c.Policy.RequireLoggedBundles)
+	if err != nil {
+		return nil, fmt.Errorf("policy.require_logged_bundles: %w", err)
+	}
+	return v, nil
 }
 
 // shredInputs deletes the day keys of sealed inputs older than the retention, at start and hourly.

@@ -7,12 +7,13 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/policies"
 )
 
 // BundleReceiptFile is where `ztgate policy publish` puts a bundle's receipt: the proof that the
 // bundle was appended to the officers' policy log. It sits at the bundle's root and is not part of
 // the bundle's digest (the digest is what the receipt's record names).
-const BundleReceiptFile = ".receipt.json"
+const BundleReceiptFile = policies.ReceiptFile
 
 // ErrBundleNotLogged means a gateway that requires logged bundles was offered a bundle with no
 // valid receipt from the policy log: it refuses it, as the Go checksum database lets no module

@@ -138,11 +138,11 @@ func TestActivateGatesEveryBundle(t *testing.T) {
 	dir := writeBundle(t, allow)
 	var activated []string
 	refuse := false
-	opts := Options{Bundle: dir, Activate: func(_ context.Context, rev string) error {
+	opts := Options{Bundle: dir, Activate: func(_ context.Context, b BundleInfo) error {
 		if refuse {
 			return errors.New("audit log unavailable")
 		}
-		activated = append(activated, revName(rev))
+		activated = append(activated, revName(b.Revision))
 		return nil
 	}}
 	refuse = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -72,10 +73,27 @@ type Decision struct {
 
 // Options configure an Engine.
 type Options struct {
-	// Bundle is the directory holding the bundle: an optional .manifest,
-	// *.rego modules and data.json files whose directories are their data
-	// paths. Files named *_test.rego are left out of the engine.
+	// Bundle is where bundles come from: a directory holding an optional
+	// .manifest, *.rego modules and data.json files whose directories are
+	// their data paths; a bundle tarball (a path ending in .tar.gz or .tgz,
+	// as `opa build` or `ztgate policy build` write it); or the http:// or
+	// https:// URL of a bundle server (any static server or OPA bundle
+	// service). Files named *_test.rego are left out of the engine.
 	Bundle string
+	// Verification, when set, refuses every bundle that is not signed by
+	// one of its keys; when nil, bundles load unsigned.
+	Verification *Verification
+	// PollInterval is how often Watch looks for a new bundle; when zero,
+	// DefaultPollInterval for a directory or tarball and
+	// DefaultServerPollInterval for a bundle server.
+	PollInterval time.Duration
+	// HTTPClient fetches from a bundle server (set it for TLS settings);
+	// redirects are never followed, whatever the client's CheckRedirect. A
+	// client with Go's default transport when nil.
+	HTTPClient *http.Client
+	// FetchTimeout bounds one request to a bundle server, body included;
+	// DefaultFetchTimeout when zero.
+	FetchTimeout time.Duration
 	// Query is the decision rule to evaluate; DefaultQuery when empty.
 	Query string
 	// Deadline bounds one decision; DefaultDeadline when zero.
@@ -86,38 +104,52 @@ type Options struct {
 	KnownObligations []string
 	// Logger receives reload and failure reports; discarded when nil.
 	Logger *slog.Logger
-	// Activate, when set, is called with a bundle's revision after it was built and before it
-	// decides anything — the first bundle and every reload. An error refuses the bundle (the
-	// previous one, if any, stays active). The gateway uses it to write the activation to the audit
-	// log first, so no bundle can decide without the log saying which one it was.
-	Activate func(ctx context.Context, revision string) error
+	// Activate, when set, is called with a bundle's description after it was built and verified and
+	// before it decides anything — the first bundle and every reload. An error refuses the bundle
+	// (the previous one, if any, stays active). The gateway uses it to write the activation to the
+	// audit log first, so no bundle can decide without the log saying which one it was.
+	Activate func(ctx context.Context, b BundleInfo) error
 }
 
 // Engine evaluates a prepared bundle. It is safe for concurrent use; the
 // active bundle is swapped atomically on Reload.
 type Engine struct {
-	bundle   string
+	source   bundleSource
+	verifier *verifier // nil: bundles load unsigned
+	poll     time.Duration
 	query    string
 	deadline time.Duration
 	known    map[string]struct{}
 	log      *slog.Logger
-	activate func(ctx context.Context, revision string) error
+	activate func(ctx context.Context, b BundleInfo) error
 
-	reloadMu sync.Mutex // serialises Reload so swaps happen in load order
+	reloadMu sync.Mutex    // serialises Reload so swaps happen in load order
+	served   serverVersion // what a bundle server served for the active bundle; under reloadMu
 	active   atomic.Pointer[policySet]
+	status   status
 }
 
-// NewEngine loads, compiles and prepares the bundle in opts.Bundle. It
-// returns an error wrapping ErrBadBundle when the bundle cannot decide.
+// NewEngine loads, verifies, compiles and prepares the bundle from
+// opts.Bundle. It returns an error wrapping ErrBadBundle, ErrBadSignature,
+// ErrBundleTooLarge or ErrBundleUnavailable when the bundle cannot decide.
 func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Bundle == "" {
-		return nil, fmt.Errorf("%w: no bundle directory", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: no bundle", ErrInvalidOptions)
 	}
-	if opts.Deadline < 0 {
-		return nil, fmt.Errorf("%w: negative deadline %v", ErrInvalidOptions, opts.Deadline)
+	if opts.Deadline < 0 || opts.PollInterval < 0 || opts.FetchTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative deadline, poll interval or fetch timeout", ErrInvalidOptions)
+	}
+	src, err := newSource(opts.Bundle, serverOptions{client: opts.HTTPClient, timeout: opts.FetchTimeout})
+	if err != nil {
+		return nil, err
+	}
+	poll := DefaultPollInterval
+	if _, ok := src.(*bundleServer); ok {
+		poll = DefaultServerPollInterval
 	}
 	e := &Engine{
-		bundle:   opts.Bundle,
+		source:   src,
+		poll:     cmpOr(opts.PollInterval, poll),
 		query:    cmpOr(opts.Query, DefaultQuery),
 		deadline: cmpOr(opts.Deadline, DefaultDeadline),
 		known:    make(map[string]struct{}, len(opts.KnownObligations)),
@@ -127,23 +159,38 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Verification != nil {
+		if e.verifier, err = newVerifier(opts.Verification); err != nil {
+			return nil, err
+		}
+	}
 	for _, k := range opts.KnownObligations {
 		e.known[k] = struct{}{}
 	}
 	if _, err := ast.ParseBody(e.query); err != nil {
 		return nil, fmt.Errorf("%w: parsing query %q: %v", ErrInvalidOptions, e.query, err)
 	}
-	ps, err := load(ctx, e.bundle, e.query)
+	if strings.HasPrefix(opts.Bundle, "http://") && e.verifier == nil {
+		e.log.WarnContext(ctx, "policy bundles come over plain HTTP unsigned: anyone on the path can change them; set verification keys or use https",
+			"bundle", opts.Bundle)
+	}
+	bf, err := e.source.read(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := load(ctx, bf, e.source.String(), e.query, e.verifier)
 	if err != nil {
 		return nil, err
 	}
 	if e.activate != nil {
-		if err := e.activate(ctx, ps.revision); err != nil {
+		if err := e.activate(ctx, ps.info); err != nil {
 			return nil, fmt.Errorf("activating bundle %s: %w", ps.revision, err)
 		}
 	}
 	e.active.Store(ps)
-	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.bundle, "revision", ps.revision)
+	e.served = bf.served
+	e.status.activated(ps.info, time.Now())
+	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.source, "revision", ps.revision, "signed", ps.info.Signed, "key_id", ps.info.KeyID)
 	return e, nil
 }
 
@@ -167,36 +214,50 @@ func (e *Engine) Service(name string) (Destination, bool) {
 	return d, ok
 }
 
-// Reload builds the bundle afresh and, only when it prepared completely,
-// makes it the active one. On failure the previous bundle stays active and
-// the error, naming file and line where known, is logged and returned.
+// Reload reads the bundle afresh and, only when it verified and prepared
+// completely, makes it the active one. On failure the previous bundle
+// stays active and the error, naming file and line where known, is logged
+// at ERROR, counted in Status and returned.
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	return e.reloadLocked(ctx)
+	return e.reloadLocked(ctx, nil)
 }
 
-func (e *Engine) reloadLocked(ctx context.Context) error {
+// reloadLocked reloads; since, when not nil, lets a bundle server answer
+// that nothing changed.
+func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 	old := e.active.Load()
-	ps, err := load(ctx, e.bundle, e.query)
+	bf, err := e.source.read(ctx, since)
+	var ps *policySet
+	if err == nil && !bf.unchanged {
+		ps, err = load(ctx, bf, e.source.String(), e.query, e.verifier)
+	}
 	if err != nil {
+		e.status.failed(err, time.Now())
 		e.log.ErrorContext(ctx, "policy bundle reload failed; keeping the active bundle",
-			"bundle", e.bundle, "revision", old.revision, "err", err)
+			"bundle", e.source, "revision", old.revision, "err", err)
 		return err
 	}
-	if ps.revision == old.revision {
+	if bf.unchanged || ps.revision == old.revision {
+		e.served = bf.served
+		e.status.checked()
 		return nil // same content: nothing changes, nothing to record
 	}
 	if e.activate != nil {
-		if err := e.activate(ctx, ps.revision); err != nil {
+		if err := e.activate(ctx, ps.info); err != nil {
+			err = fmt.Errorf("activating bundle %s: %w", ps.revision, err)
+			e.status.failed(err, time.Now())
 			e.log.ErrorContext(ctx, "policy bundle not activated; keeping the active bundle",
-				"bundle", e.bundle, "revision", old.revision, "candidate", ps.revision, "err", err)
-			return fmt.Errorf("activating bundle %s: %w", ps.revision, err)
+				"bundle", e.source, "revision", old.revision, "candidate", ps.revision, "err", err)
+			return err
 		}
 	}
 	e.active.Store(ps)
-	e.log.InfoContext(ctx, "policy bundle reloaded", "bundle", e.bundle,
-		"old_revision", old.revision, "revision", ps.revision)
+	e.served = bf.served
+	e.status.activated(ps.info, time.Now())
+	e.log.InfoContext(ctx, "policy bundle reloaded", "bundle", e.source,
+		"old_revision", old.revision, "revision", ps.revision, "signed", ps.info.Signed, "key_id", ps.info.KeyID)
 	return nil
 }
 

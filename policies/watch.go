@@ -8,33 +8,51 @@ import (
 	"time"
 )
 
-// DefaultPollInterval is how often Watch looks at the bundle directory.
-// Half a second makes an officer's saved change live before they can
-// switch windows, and costs one directory walk of a few files.
+// DefaultPollInterval is how often Watch looks at a bundle directory or
+// tarball file. Half a second makes an officer's saved change live before
+// they can switch windows, and costs one directory walk of a few files.
 const DefaultPollInterval = 500 * time.Millisecond
 
-// Watch polls the bundle directory every DefaultPollInterval and calls
-// Reload when a file's name, size, mode or modification time changes. A
-// failed reload is logged (Reload keeps the active bundle) and retried only
-// after the next change. Watch returns ctx.Err() when ctx is done.
+// Watch looks for a new bundle every Options.PollInterval until ctx is
+// done, and returns ctx.Err(). A directory or tarball is reloaded when a
+// file's name, size, mode or modification time changes; a failed reload
+// is logged at ERROR (Reload keeps the active bundle) and retried only
+// after the next change. A bundle server is asked with If-None-Match at
+// every poll; a bundle it keeps serving but the engine refused is fetched
+// and refused (and logged) again at every poll, so the alert stays up until
+// the server is fixed.
 func (e *Engine) Watch(ctx context.Context) error {
-	return e.watch(ctx, DefaultPollInterval)
+	return e.watch(ctx, e.poll)
 }
 
 func (e *Engine) watch(ctx context.Context, every time.Duration) error {
-	last := e.active.Load().stamp
 	t := time.NewTicker(every)
 	defer t.Stop()
+	if _, ok := e.source.(*bundleServer); ok {
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
+			e.reloadMu.Lock()
+			since := e.served
+			_ = e.reloadLocked(ctx, &since) // logs its failures and keeps the active bundle
+			e.reloadMu.Unlock()
+		}
+	}
+	last := e.active.Load().stamp
+	where := e.source.String()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
-		stamp, err := stampBundle(e.bundle)
+		stamp, err := stampBundle(where)
 		if err != nil {
 			if stamp != last {
-				e.log.WarnContext(ctx, "policy bundle unreadable", "bundle", e.bundle, "err", err)
+				e.log.WarnContext(ctx, "policy bundle unreadable", "bundle", where, "err", err)
 			}
 			last = stamp
 			continue
@@ -47,12 +65,13 @@ func (e *Engine) watch(ctx context.Context, every time.Duration) error {
 	}
 }
 
-// stampBundle summarises the directory's file metadata; any change to a
-// file shows as a different stamp. It stops at DefaultMaxBundleFiles.
-func stampBundle(dir string) (string, error) {
+// stampBundle summarises the file metadata of a bundle directory or
+// tarball; any change to a file shows as a different stamp. It stops at
+// DefaultMaxBundleFiles.
+func stampBundle(root string) (string, error) {
 	var b []byte
 	files := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -61,7 +80,7 @@ func stampBundle(dir string) (string, error) {
 			return err
 		}
 		if files++; files > DefaultMaxBundleFiles {
-			return fmt.Errorf("%w: more than %d files in %s", ErrBundleTooLarge, DefaultMaxBundleFiles, dir)
+			return fmt.Errorf("%w: more than %d files in %s", ErrBundleTooLarge, DefaultMaxBundleFiles, root)
 		}
 		b = fmt.Appendf(b, "%s\x00%d\x00%v\x00%d\n", path, info.Size(), info.Mode(), info.ModTime().UnixNano())
 		return nil

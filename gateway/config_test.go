@@ -1,0 +1,142 @@
+package gateway_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
+)
+
+// TestPolicyConfig checks the policy section of gateway.yaml: strict
+// decoding, paths taken from the config's folder (but not a URL's), and a
+// signature requirement that validate and run enforce alike.
+func TestPolicyConfig(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	key, err := policies.NewSigningKey(policies.KeyES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pub, err := policies.MarshalSigningKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "keys"), 0o755)
+	os.WriteFile(filepath.Join(dir, "keys", "signing.pub"), pub, 0o644)
+	for _, b := range []string{"signed", "unsigned"} {
+		if err := policies.WriteDefaultBundle(filepath.Join(dir, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sig, err := policies.SignBundle(filepath.Join(dir, "signed"), key, "officer-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "signed", ".signatures.json"), sig, 0o644)
+
+	head := "listen: 127.0.0.1:8443\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\naudit:\n  path: state/audit.db\n"
+	tests := []struct {
+		desc    string
+		policy  string
+		wantErr string
+	}{
+		{desc: "signed bundle, key by relative path", policy: "policy:\n  bundle: signed\n  poll: 2s\n  verification:\n    keys:\n      officer-1: keys/signing.pub\n"},
+		{desc: "unsigned bundle without verification", policy: "policy:\n  bundle: unsigned\n"},
+		{desc: "unsigned bundle under verification", policy: "policy:\n  bundle: unsigned\n  verification:\n    keys:\n      officer-1: keys/signing.pub\n", wantErr: "loading policy: policy bundle signature refused"},
+		{desc: "signed with a key the gateway does not list", policy: "policy:\n  bundle: signed\n  verification:\n    keys:\n      officer-2: keys/signing.pub\n", wantErr: `signed with key "officer-1", which is not a configured verification key`},
+		{desc: "key file missing", policy: "policy:\n  bundle: signed\n  verification:\n    keys:\n      officer-1: keys/nope.pub\n", wantErr: "policy.verification.keys.officer-1: open " + filepath.Join(dir, "keys", "nope.pub")},
+		{desc: "key file is not a public key", policy: "policy:\n  bundle: signed\n  verification:\n    keys:\n      officer-1: signed/.manifest\n", wantErr: "policy.verification.keys.officer-1: " + filepath.Join(dir, "signed", ".manifest") + ": no PEM block"},
+		{desc: "verification without keys", policy: "policy:\n  bundle: signed\n  verification:\n    scope: city\n", wantErr: "policy.verification.keys must list at least one key"},
+		{desc: "unknown key in verification", policy: "policy:\n  bundle: signed\n  verification:\n    key: keys/signing.pub\n", wantErr: "field key not found"},
+		{desc: "negative poll", policy: "policy:\n  bundle: signed\n  poll: -1s\n", wantErr: "policy.poll must not be negative"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			path := filepath.Join(dir, "gw"+string(rune('a'+i))+".yaml")
+			if err := os.WriteFile(path, []byte(head+tc.policy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := gateway.LoadConfig(path)
+			var rt *gateway.Runtime
+			if err == nil {
+				rt, err = gateway.Build(t.Context(), cfg, nil, true)
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := rt.Policy.Status(); st.Signed != strings.Contains(tc.policy, "verification") {
+					t.Errorf("Status() = %+v", st)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want it to mention %q", err, tc.wantErr)
+			}
+		})
+	}
+
+	url := filepath.Join(dir, "url.yaml")
+	os.WriteFile(url, []byte(head+"policy:\n  bundle: https://bundles.city.example.vn/ztgate.tar.gz\n"), 0o644)
+	cfg, err := gateway.LoadConfig(url)
+	if err != nil || cfg.Policy.Bundle != "https://bundles.city.example.vn/ztgate.tar.gz" {
+		t.Errorf("bundle URL resolved to %q (%v), want it unchanged", cfg.Policy.Bundle, err)
+	}
+}
+
+// TestPolicyRecordNamesSourceAndKey checks the audit record written before
+// a bundle decides: the revision, where the bundle came from and which key
+// signed it.
+func TestPolicyRecordNamesSourceAndKey(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := policies.NewSigningKey(policies.KeyEd25519)
+	bundle := filepath.Join(dir, "policy")
+	if err := policies.WriteDefaultBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := policies.SignBundle(bundle, key, "officer-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(bundle, ".signatures.json"), sig, 0o644)
+	_, pub, _ := policies.MarshalSigningKey(key)
+	os.WriteFile(filepath.Join(dir, "signing.pub"), pub, 0o644)
+	cfg := &gateway.Config{
+		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(dir, "ca"),
+		Policy: gateway.PolicyConfig{Bundle: bundle, Verification: &gateway.PolicyVerification{Keys: map[string]string{"officer-1": filepath.Join(dir, "signing.pub")}}},
+		Audit:  gateway.AuditConfig{Path: filepath.Join(dir, "audit.db")},
+	}
+	rt, err := gateway.Build(t.Context(), cfg, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	var found []*audit.Record
+	err = rt.Audit.Records(context.Background(), 0, rt.Audit.Size(), func(r *audit.Record) error {
+		if r.Kind == audit.KindPolicy {
+			found = append(found, r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "policy bundle activated from " + bundle + ", signed with key officer-1"
+	if len(found) != 1 || found[0].PolicyRevision != rt.Policy.Revision() || found[0].Note != want {
+		t.Fatalf("policy records = %+v, want one for %s noting %q", found, rt.Policy.Revision(), want)
+	}
+}
