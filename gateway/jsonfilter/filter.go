@@ -12,6 +12,7 @@ import (
 // written (so 1.0 and 1 give different tokens). It appends the token to dst and returns the result.
 // The token becomes a JSON string as it is, so it must be printable ASCII without '"' or '\'
 // (base64url is); the Filter checks and refuses anything else. An error refuses the document.
+// value may share memory with the Filter's input, so it must not be kept after the call.
 type Pseudonymiser func(dst, value []byte) ([]byte, error)
 
 // Applied counts what a Filter did, for the exchange's audit record.
@@ -125,8 +126,8 @@ const (
 	stNumExp   // in the exponent digits
 )
 
-// New returns a Filter that writes the filtered document to w. Nil or empty rules only check the
-// document and compact it. p may be nil unless r has Pseudonymise paths. New returns an error for
+// New returns a Filter that writes the filtered document to w. With nil or empty rules it only
+// checks the document and passes it on. p may be nil unless r has Pseudonymise paths. New returns an error for
 // rules it cannot carry out (an empty path, a drop path that does not end in a key, a negative
 // MaxRows, pseudonymise paths without a Pseudonymiser) or negative limits.
 func New(w io.Writer, r *Rules, p Pseudonymiser, l Limits) (*Filter, error) {
@@ -195,7 +196,10 @@ func (f *Filter) Write(b []byte) (int, error) {
 			case ',':
 				f.comma(b, i)
 				f.st = stObjKey
-				i++
+				// Going straight on to the key saves a round through the loop.
+				if i = skipSpace(b, i+1); i < len(b) && b[i] == '"' {
+					i = f.beginKey(b, i)
+				}
 			case '}':
 				i = f.closeContainer(i)
 			default:
@@ -222,7 +226,9 @@ func (f *Filter) Write(b []byte) (int, error) {
 			case ',':
 				f.comma(b, i)
 				f.st = stArrElem
-				i++
+				if i = skipSpace(b, i+1); i < len(b) {
+					i = f.beginElement(b, i)
+				}
 			case ']':
 				i = f.closeContainer(i)
 			default:
@@ -239,8 +245,7 @@ func (f *Filter) Write(b []byte) (int, error) {
 		}
 	}
 	if f.err == nil && f.st >= stString {
-		f.takeSegment(b, f.segStart, len(b))
-		f.segStart = 0
+		f.endSegment(b)
 	}
 	if f.err == nil && f.mark >= 0 {
 		f.emit(b[f.mark:])
@@ -385,14 +390,19 @@ func (f *Filter) beginValue(b []byte, i int, n *node) int {
 	case c == '"':
 		f.beginSegment(i, stString)
 		return f.segment(b, i+1)
-	case c == '-':
-		f.beginSegment(i, stNumMinus)
-		return f.segment(b, i+1)
-	case c == '0':
-		f.beginSegment(i, stNumZero)
-		return f.segment(b, i+1)
-	case '1' <= c && c <= '9':
-		f.beginSegment(i, stNumInt)
+	case c == '-' || isDigit(c):
+		if j := scanNumber(b, i); j > i && j-i < f.segMax {
+			f.beginSegment(i, stNumInt)
+			return f.endNumberAt(b, j)
+		}
+		switch {
+		case c == '-':
+			f.beginSegment(i, stNumMinus)
+		case c == '0':
+			f.beginSegment(i, stNumZero)
+		default:
+			f.beginSegment(i, stNumInt)
+		}
 		return f.segment(b, i+1)
 	case c == '{':
 		return f.open(i, n, true)
@@ -512,14 +522,29 @@ func (f *Filter) literal(b []byte, i int) int {
 	return i
 }
 
-// takeSegment passes on b[from:to], a piece of the current string or number, as its mode says.
-// segment has already kept it within its limit.
-func (f *Filter) takeSegment(b []byte, from, to int) {
-	seg := b[from:to]
-	f.segLen += len(seg)
+// endSegment takes the piece of the current string or number in b as the Write that holds it
+// ends; the next piece starts at the next Write's first byte.
+func (f *Filter) endSegment(b []byte) {
+	f.segLen += len(b) - f.segStart
+	f.hold(b, len(b))
+	f.segStart = 0
+}
+
+// hold keeps b[segStart:end] of a token being held.
+func (f *Filter) hold(b []byte, end int) {
 	if f.mode == modeHold {
-		f.held = append(f.held, seg...)
+		f.held = append(f.held, b[f.segStart:end]...)
 	}
+}
+
+// whole returns the held token that ends before b[end], as written. One that began in this Write
+// is returned from b without being copied.
+func (f *Filter) whole(b []byte, end int) []byte {
+	if f.segLen == 0 {
+		return b[f.segStart:end]
+	}
+	f.hold(b, end)
+	return f.held
 }
 
 // segment reads on in the current string or number from b[i]. It reads no further than the token's
@@ -616,17 +641,20 @@ func (f *Filter) utf8Rest(b []byte, i int) int {
 
 // endString ends the string whose closing quote is b[end-1].
 func (f *Filter) endString(b []byte, end int) int {
-	f.takeSegment(b, f.segStart, end)
-	if f.err != nil {
-		return end
-	}
 	if f.isKey {
-		f.endKey(end)
+		f.endKey(b, end)
 		f.st = stColon
+		// The common case, a colon and a value right after the key, goes on without a round
+		// through Write's loop.
+		if end+1 < len(b) && b[end] == ':' && !space[b[end+1]] {
+			f.st = stValue
+			return f.beginValue(b, end+1, f.next)
+		}
 		return end
 	}
 	if f.mode == modeHold {
-		raw := f.held[1 : len(f.held)-1]
+		raw := f.whole(b, end)
+		raw = raw[1 : len(raw)-1]
 		if bytes.IndexByte(raw, '\\') >= 0 {
 			f.decoded = unescape(f.decoded[:0], raw)
 			raw = f.decoded
@@ -638,18 +666,19 @@ func (f *Filter) endString(b []byte, end int) int {
 }
 
 // endKey decides, once a held key is complete before b[end], whether its member is dropped.
-func (f *Filter) endKey(end int) {
+func (f *Filter) endKey(b []byte, end int) {
 	f.next = nil
 	if f.mode != modeHold {
 		return
 	}
 	top := &f.stack[len(f.stack)-1]
-	key := f.held[1 : len(f.held)-1]
+	raw := f.whole(b, end)
+	key := raw[1 : len(raw)-1]
 	if bytes.IndexByte(key, '\\') >= 0 {
 		f.decoded = unescape(f.decoded[:0], key)
 		key = f.decoded
 	}
-	n := top.node.keys[string(key)]
+	n := top.node.child(key)
 	if n != nil && n.act == actDrop {
 		f.applied.Dropped++
 		f.skipping, f.skipAt = true, len(f.stack)
@@ -659,8 +688,12 @@ func (f *Filter) endKey(end int) {
 		f.out = append(f.out, ',')
 	}
 	top.emitted = true
-	f.out = append(f.out, f.held...)
-	f.mark = end
+	if f.segLen == 0 { // the key is in b: pass it on from there
+		f.mark = f.segStart
+	} else {
+		f.out = append(f.out, raw...)
+		f.mark = end
+	}
 	f.next = n
 }
 
@@ -737,10 +770,10 @@ func (f *Filter) num(b []byte, i int) int {
 
 // endNumberAt ends the number that b[i] follows.
 func (f *Filter) endNumberAt(b []byte, i int) int {
-	f.takeSegment(b, f.segStart, i)
-	if f.err == nil {
-		f.endNumber(i)
+	if f.mode == modeHold {
+		f.pseudonymise(f.whole(b, i))
 	}
+	f.endValue(i)
 	return i
 }
 

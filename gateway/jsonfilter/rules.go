@@ -163,7 +163,46 @@ type node struct {
 	rows  bool   // the array here is counted against MaxRows
 	drops bool   // some member of the object here is dropped
 	keys  map[string]*node
+	few   []keyed // keys again, when there are few enough to look through faster than hashing
 	elem  *node
+}
+
+type keyed struct {
+	key string
+	n   *node
+}
+
+// maxFew is the most keys looked up in a list rather than the map; comparing a key with a few
+// others, most of which differ in length, is faster than hashing it.
+const maxFew = 8
+
+// child returns the node of a member's decoded key, or nil.
+func (n *node) child(key []byte) *node {
+	if n.few != nil {
+		for i := range n.few {
+			if n.few[i].key == string(key) {
+				return n.few[i].n
+			}
+		}
+		return nil
+	}
+	return n.keys[string(key)]
+}
+
+// index fills in few below n, once the tree is built.
+func (n *node) index() {
+	if n == nil {
+		return
+	}
+	if len(n.keys) <= maxFew {
+		for k, c := range n.keys {
+			n.few = append(n.few, keyed{k, c})
+		}
+	}
+	for _, c := range n.keys {
+		c.index()
+	}
+	n.elem.index()
 }
 
 func (n *node) walk(p Path) *node {
@@ -221,5 +260,6 @@ func compile(r *Rules) (*node, error) {
 	if r.MaxRows > 0 {
 		root.walk(r.Rows).rows = true
 	}
+	root.index()
 	return root, nil
 }

@@ -48,6 +48,54 @@ func scanPlain(b []byte, i int) int {
 	return i
 }
 
+// scanNumber returns the end of the number that starts at b[i], if the number is valid and ends
+// before the end of b; otherwise it returns i, and the number is read byte by byte.
+func scanNumber(b []byte, i int) int {
+	j := i
+	if b[j] == '-' {
+		j++
+	}
+	switch {
+	case j == len(b):
+		return i
+	case b[j] == '0':
+		j++
+	case isDigit(b[j]):
+		j = skipDigits(b, j+1)
+	default:
+		return i
+	}
+	if j < len(b) && b[j] == '.' {
+		if k := skipDigits(b, j+1); k > j+1 {
+			j = k
+		} else {
+			return i
+		}
+	}
+	if j < len(b) && b[j]|0x20 == 'e' {
+		j++
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		if k := skipDigits(b, j); k > j {
+			j = k
+		} else {
+			return i
+		}
+	}
+	if j == len(b) || isDigit(b[j]) { // cut off by the end of b, or a leading zero
+		return i
+	}
+	return j
+}
+
+func skipDigits(b []byte, i int) int {
+	for i < len(b) && isDigit(b[i]) {
+		i++
+	}
+	return i
+}
+
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func isHex(c byte) bool { return isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
