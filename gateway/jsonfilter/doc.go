@@ -12,7 +12,8 @@
 // A Filter is an io.WriteCloser in front of the consumer's writer. Its memory is bounded by Limits
 // (nesting depth, one key, one value being pseudonymised) and a 32 KiB output buffer, whatever the
 // size of the body: values no rule holds back, strings of any length included, flow through piece
-// by piece, and every Write writes on what it completed before it returns.
+// by piece, and every Write writes on what it completed before it returns. Bytes no rule touches
+// pass as they are, escapes and whitespace included, so without rules the output is the input.
 //
 // It fails closed. The input must be exactly one JSON text (RFC 8259, UTF-8, whitespace around it
 // allowed); anything else, a document over a limit, or a value a rule cannot be carried out on (an

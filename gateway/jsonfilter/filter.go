@@ -260,7 +260,8 @@ func (f *Filter) Write(b []byte) (int, error) {
 }
 
 // Close ends the document and writes on what remains. It returns an *Error if the document is
-// incomplete or empty, or the writer's error. It does not close the writer.
+// incomplete or empty, the writer's error, or ErrClosed if the Filter was closed before. It does
+// not close the writer.
 func (f *Filter) Close() error {
 	if f.err != nil {
 		return f.err
