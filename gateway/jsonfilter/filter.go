@@ -389,8 +389,7 @@ func (f *Filter) beginValue(b []byte, i int, n *node) int {
 	}
 	switch {
 	case c == '"':
-		f.beginSegment(i, stString)
-		return f.segment(b, i+1)
+		return f.beginString(b, i)
 	case c == '-' || isDigit(c):
 		if j := scanNumber(b, i); j > i && j-i < f.segMax {
 			f.beginSegment(i, stNumInt)
@@ -442,8 +441,22 @@ func (f *Filter) beginKey(b []byte, i int) int {
 	default:
 		f.mode = modeEmit
 	}
+	return f.beginString(b, i)
+}
+
+// beginString starts the string at b[i]. One that ends in b without escapes or non-ASCII bytes,
+// and within its limit, is read in one go.
+func (f *Filter) beginString(b []byte, i int) int {
 	f.beginSegment(i, stString)
-	return f.segment(b, i+1)
+	j := scanPlain(b, i+1)
+	switch {
+	case j < len(b) && b[j] == '"' && j+1-i <= f.segMax:
+		return f.endString(b, j+1)
+	case j-i < f.segMax:
+		return f.segment(b, j)
+	default:
+		return f.segment(b, i+1) // to fail at the limit
+	}
 }
 
 // beginElement starts the array element at b[i], leaving it out if it is beyond MaxRows.
