@@ -102,6 +102,7 @@ var filterTests = []filterTest{
 	{desc: "drop a key with escapes in the path", in: `{"a.b":1,"a":{"b":2},"x[]":3,"y\\z":4}`, obligations: map[string]any{"drop": list{`a\.b`, `x\[\]`, `y\\z`}}, want: `{"a":{"b":2}}`, wantApplied: Applied{Dropped: 3}},
 	{desc: "drop a non-ASCII key", in: `{"名前":"x","\u540d\u524d":"y","id":1}`, obligations: map[string]any{"drop": list{"名前"}}, want: `{"id":1}`, wantApplied: Applied{Dropped: 2}},
 	{desc: "drop keeps escaped kept keys as written", in: `{"\u0061":1,"b":2}`, obligations: map[string]any{"drop": list{"b"}}, want: `{"\u0061":1}`, wantApplied: Applied{Dropped: 1}},
+	{desc: "drop among many keys", in: `{"k1":1,"k9":9,"x":0,"k5":5}`, obligations: map[string]any{"drop": list{"k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}}, want: `{"x":0}`, wantApplied: Applied{Dropped: 3}},
 	{desc: "drop a path that reaches nothing", in: `{"a":[1,2],"b":"c"}`, obligations: map[string]any{"drop": list{"a.b", "b.c", "z"}}, want: `{"a":[1,2],"b":"c"}`},
 	{desc: "drop only at its depth", in: `{"x":{"ssn":1},"ssn":2}`, obligations: map[string]any{"drop": list{"ssn"}}, want: `{"x":{"ssn":1}}`, wantApplied: Applied{Dropped: 1}},
 	{desc: "drop wins over redact", in: `{"a":1,"b":2}`, obligations: map[string]any{"drop": list{"a"}, "redact": list{"a"}}, want: `{"b":2}`, wantApplied: Applied{Dropped: 1}},

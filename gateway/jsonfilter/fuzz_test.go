@@ -141,6 +141,7 @@ var fuzzObligations = []map[string]any{
 	{"max_rows": 1.0, "drop": list{"[].a"}, "pseudonymise": list{"[].b"}},
 	{"max_rows": 2.0, "rows": "a", "redact": list{"a[].b"}, "pseudonymise": list{"a[].c"}, "drop": list{"b", "a[].a"}},
 	{"pseudonymise": list{"[]", "a"}, "redact": list{"b"}, "max_rows": 3.0, "rows": "[][]"},
+	{"drop": list{"a", "b", "c", "d", "e", "f", "g", "h", "i"}, "redact": list{"j", "k", "l", "m", "n", "o", "p", "q", "r.s"}},
 }
 
 // FuzzFilter checks the Filter against encoding/json and the reference: any input is either
