@@ -20,7 +20,8 @@ const (
 const outBufSize = 32 << 10
 
 // Limits bound the memory one Filter holds, whatever the size of the document. A zero field takes
-// its Default* value.
+// its Default* value; New refuses a negative one. A document that goes over a limit is refused
+// with an *Error wrapping ErrLimit, at the first byte beyond it.
 type Limits struct {
 	// MaxDepth bounds the nesting of objects and arrays.
 	MaxDepth int
