@@ -59,11 +59,12 @@ func toBytes(s []string) [][]byte {
 // base64url without padding. Like a Filter, it is for one document at a time.
 func hmacPseudonymiser(key []byte) Pseudonymiser {
 	m := hmac.New(sha256.New, key)
+	sum := make([]byte, 0, sha256.Size)
 	return func(dst, value []byte) ([]byte, error) {
 		m.Reset()
 		m.Write(value)
-		var sum [sha256.Size]byte
-		return base64.RawURLEncoding.AppendEncode(dst, m.Sum(sum[:0])), nil
+		sum = m.Sum(sum[:0])
+		return base64.RawURLEncoding.AppendEncode(dst, sum), nil
 	}
 }
 
