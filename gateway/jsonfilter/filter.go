@@ -53,6 +53,7 @@ type Filter struct {
 	segLen   int   // bytes of the token in earlier Writes
 	segMax   int   // bound on the token's length with its closing quote or the byte after it
 	valStart int64 // input offset where the token began
+	plain    bool  // the string was read in one go, so it has no escapes
 	lit      string
 	litPos   int
 	hexLeft  int
@@ -422,7 +423,7 @@ func (f *Filter) beginValue(b []byte, i int, n *node) int {
 }
 
 func (f *Filter) beginSegment(i int, st state) {
-	f.st, f.segStart, f.segLen, f.valStart = st, i, 0, f.off+int64(i)
+	f.st, f.segStart, f.segLen, f.valStart, f.plain = st, i, 0, f.off+int64(i), false
 	if f.mode == modeHold {
 		f.held = f.held[:0]
 	}
@@ -451,6 +452,7 @@ func (f *Filter) beginString(b []byte, i int) int {
 	j := scanPlain(b, i+1)
 	switch {
 	case j < len(b) && b[j] == '"' && j+1-i <= f.segMax:
+		f.plain = true
 		return f.endString(b, j+1)
 	case j-i < f.segMax:
 		return f.segment(b, j)
@@ -669,7 +671,7 @@ func (f *Filter) endString(b []byte, end int) int {
 	if f.mode == modeHold {
 		raw := f.whole(b, end)
 		raw = raw[1 : len(raw)-1]
-		if bytes.IndexByte(raw, '\\') >= 0 {
+		if !f.plain && bytes.IndexByte(raw, '\\') >= 0 {
 			f.decoded = unescape(f.decoded[:0], raw)
 			raw = f.decoded
 		}
@@ -688,7 +690,7 @@ func (f *Filter) endKey(b []byte, end int) {
 	top := &f.stack[len(f.stack)-1]
 	raw := f.whole(b, end)
 	key := raw[1 : len(raw)-1]
-	if bytes.IndexByte(key, '\\') >= 0 {
+	if !f.plain && bytes.IndexByte(key, '\\') >= 0 {
 		f.decoded = unescape(f.decoded[:0], key)
 		key = f.decoded
 	}

@@ -194,12 +194,10 @@ func (n *node) index() {
 	if n == nil {
 		return
 	}
-	if len(n.keys) <= maxFew {
-		for k, c := range n.keys {
+	for k, c := range n.keys {
+		if len(n.keys) <= maxFew {
 			n.few = append(n.few, keyed{k, c})
 		}
-	}
-	for _, c := range n.keys {
 		c.index()
 	}
 	n.elem.index()
