@@ -67,7 +67,13 @@ type Record struct {
 	RequestSHA256  string          `json:"request_sha256,omitempty"`
 	ResponseSHA256 string          `json:"response_sha256,omitempty"`
 	DurationMicros int64           `json:"duration_us,omitempty"`
-	Note           string          `json:"note,omitempty"`
+	// ObligationsApplied counts what data-minimising obligations did to the response (dropped,
+	// redacted, pseudonymised, rows_left_out); DeliveredBytes and DeliveredSHA256 describe the body
+	// the consumer received when it differs from the provider's (ResponseBytes, ResponseSHA256).
+	ObligationsApplied map[string]int `json:"obligations_applied,omitempty"`
+	DeliveredBytes     int64          `json:"delivered_bytes,omitempty"`
+	DeliveredSHA256    string         `json:"delivered_sha256,omitempty"`
+	Note               string         `json:"note,omitempty"`
 	// Input is the policy input of a decision, sealed with the data key of its day, so the
 	// decision can be replayed and explained later while the personal data in it can be
 	// crypto-shredded when its retention ends (the record, and the log, still verify).

@@ -474,7 +474,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 	}
 	rt.Gateway, err = New(Options{
-		ResetKey: resetKey, Sealer: rt.Sealer, Rollout: rt.Rollout,
+		ResetKey: resetKey, Sealer: rt.Sealer, Pseudonyms: keyring.NewPseudonyms(rt.Keyring), Rollout: rt.Rollout,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
 		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ztgate/ztgate/gateway/jsonfilter"
 	"hash"
 	"io"
 	"net/http"
@@ -338,6 +339,9 @@ type outcome struct {
 	errMsg                string
 	reqBytes, respBytes   int64
 	reqSum, respSum       string
+	applied               map[string]int
+	deliveredBytes        int64
+	deliveredSum          string
 }
 
 // DefaultOutcomeTimeout bounds the wait to record an outcome once the consumer has gone: the
@@ -353,6 +357,7 @@ func (o *outcome) record(ctx context.Context) error {
 		Source: o.peer.id.String(), Provider: o.provider, Service: o.service, Method: o.method, Path: o.path, Purpose: o.purpose,
 		Status: o.status, Error: o.errMsg, RequestBytes: o.reqBytes, ResponseBytes: o.respBytes,
 		RequestSHA256: o.reqSum, ResponseSHA256: o.respSum, DurationMicros: o.g.now().Sub(o.start).Microseconds(), Note: o.note,
+		ObligationsApplied: o.applied, DeliveredBytes: o.deliveredBytes, DeliveredSHA256: o.deliveredSum,
 	}
 	_, err := o.g.opts.Audit.Append(ctx, rec)
 	if err != nil {
@@ -573,6 +578,18 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 			drop[strings.ToLower(h.(string))] = true // shape checked by checkObligations
 		}
 	}
+	// Data-minimising obligations rewrite the body as it streams; its length changes.
+	var minimiser *minimiser
+	if rules, _ := jsonfilter.ParseRules(d.Obligations); rules != nil && !rules.Empty() {
+		m, e := g.newMinimiser(rules, req.purpose, resp.Headers, out)
+		if e != nil {
+			abortBoth()
+			o.fail(ctx, out, false, e)
+			return
+		}
+		minimiser = m
+		drop["content-length"] = true
+	}
 	idx := o.idx
 	head := &wire.Response{Status: resp.Status, Headers: filterHeaders(resp.Headers, drop), Exchange: o.xid, AuditIndex: &idx}
 	if err := out.start(head); err != nil {
@@ -591,12 +608,20 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 		str.SetReadDeadline(g.now().Add(g.limits.BodyIdleTimeout))
 		n, err := br.Read(buf)
 		if n > 0 {
-			if werr := out.write(buf[:n]); werr != nil {
+			if minimiser != nil {
+				if werr := minimiser.write(buf[:n]); werr != nil {
+					bodyErr = werr
+					break
+				}
+			} else if werr := out.write(buf[:n]); werr != nil {
 				bodyErr = fmt.Errorf("consumer went away: %w", werr)
 				break
 			}
 		}
 		if err == io.EOF {
+			if minimiser != nil {
+				bodyErr = minimiser.close()
+			}
 			break
 		}
 		if err != nil {
@@ -612,6 +637,9 @@ func (g *Gateway) relay(ctx context.Context, req *consumerRequest, path string, 
 	o.status = resp.Status
 	o.reqBytes, o.reqSum = hr.n, hr.sum()
 	o.respBytes, o.respSum = br.Sum()
+	if minimiser != nil {
+		o.applied, o.deliveredBytes, o.deliveredSum = minimiser.report()
+	}
 	if bodyErr == nil && reqErr != nil && !errors.Is(reqErr, context.Canceled) {
 		// The provider answered before reading the whole request; that is its right (e.g. 413).
 		var se *quic.StreamError

@@ -75,6 +75,9 @@ type Options struct {
 	ResetKey *quic.StatelessResetKey
 	// Rollout, when set, runs a candidate bundle beside Policy (shadow → enforce per service).
 	Rollout *Rollout
+	// Pseudonyms, when set, makes the pseudonymise obligation's tokens (a key per consumer purpose);
+	// without it, a decision that obliges pseudonymising is refused.
+	Pseudonyms *keyring.Pseudonyms
 	// Sealer, when set, encrypts every exchange decision's policy input into its audit record.
 	Sealer *keyring.Sealer
 	Logger *slog.Logger

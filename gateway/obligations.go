@@ -1,12 +1,20 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"github.com/ztgate/ztgate/gateway/jsonfilter"
+	"github.com/ztgate/ztgate/gateway/wire"
 	"golang.org/x/time/rate"
+	"hash"
 	"maps"
 	"math"
+	"mime"
 	"slices"
+	"strings"
 
 	"github.com/ztgate/ztgate/policies"
 )
@@ -21,13 +29,13 @@ const (
 	// ObligationDrop, ObligationRedact and ObligationPseudonymise rewrite a JSON response body while
 	// it streams: remove the fields at the listed paths, null them, or replace identifiers with
 	// tokens from the consumer purpose's pseudonymisation key.
-	ObligationDrop         = "drop"
-	ObligationRedact       = "redact"
-	ObligationPseudonymise = "pseudonymise"
+	ObligationDrop         = jsonfilter.ObligationDrop
+	ObligationRedact       = jsonfilter.ObligationRedact
+	ObligationPseudonymise = jsonfilter.ObligationPseudonymise
 	// ObligationMaxRows keeps at most this many elements of the response's rows array.
-	ObligationMaxRows = "max_rows"
+	ObligationMaxRows = jsonfilter.ObligationMaxRows
 	// ObligationRows names the array max_rows counts (a path; default: the top-level array).
-	ObligationRows = "rows"
+	ObligationRows = jsonfilter.ObligationRows
 	// ObligationRateLimit bounds this identity's exchanges with this service: {"per_minute": n}.
 	ObligationRateLimit = "rate_limit"
 	// ObligationBreakGlass marks an emergency access the policy allowed under a time-boxed grant:
@@ -45,20 +53,11 @@ var obligationShapes = map[string]func(v any) error{
 		return nil
 	},
 	ObligationStripResponseHeaders: stringList(ObligationStripResponseHeaders),
-	ObligationDrop:                 pathList(ObligationDrop),
-	ObligationRedact:               pathList(ObligationRedact),
-	ObligationPseudonymise:         pathList(ObligationPseudonymise),
-	ObligationMaxRows: func(v any) error {
-		_, err := count(ObligationMaxRows, v)
-		return err
-	},
-	ObligationRows: func(v any) error {
-		s, ok := v.(string)
-		if !ok {
-			return fmt.Errorf("obligation rows must be a path string, got %T", v)
-		}
-		return checkPath(ObligationRows, s)
-	},
+	ObligationDrop:                 minimising(ObligationDrop),
+	ObligationRedact:               minimising(ObligationRedact),
+	ObligationPseudonymise:         minimising(ObligationPseudonymise),
+	ObligationMaxRows:              minimising(ObligationMaxRows),
+	ObligationRows:                 minimising(ObligationRows),
 	ObligationRateLimit: func(v any) error {
 		_, err := rateLimit(v)
 		return err
@@ -120,18 +119,11 @@ func stringsOf(name string, v any) ([]string, error) {
 	return out, nil
 }
 
-func pathList(name string) func(v any) error {
+// minimising checks one data-minimising obligation the way the JSON filter will read it.
+func minimising(name string) func(v any) error {
 	return func(v any) error {
-		paths, err := stringsOf(name, v)
-		if err != nil {
-			return err
-		}
-		for _, p := range paths {
-			if err := checkPath(name, p); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := jsonfilter.ParseRules(map[string]any{name: v})
+		return err
 	}
 }
 
@@ -192,14 +184,6 @@ func breakGlass(v any) (justification, expires string, err error) {
 	return justification, expires, nil
 }
 
-// checkPath is replaced by the JSON filter's path parser.
-func checkPath(name, p string) error {
-	if p == "" {
-		return fmt.Errorf("obligation %s: empty path", name)
-	}
-	return nil
-}
-
 // policyRateAllows applies a rate_limit obligation: at most per_minute exchanges a minute for this
 // identity with this service, with a burst of one minute's worth.
 func (g *Gateway) policyRateAllows(identity, service string, obs map[string]any) bool {
@@ -212,4 +196,106 @@ func (g *Gateway) policyRateAllows(identity, service string, obs map[string]any)
 		return false // Executable already refused a malformed one; fail closed regardless
 	}
 	return g.policyLimits.allowAt(identity+"\x00"+service, rate.Limit(float64(n)/60), n)
+}
+
+// minimiser carries out data-minimising obligations on one response body as it streams to the
+// consumer, and remembers what it did and what the consumer received.
+type minimiser struct {
+	filter *jsonfilter.Filter
+	sink   *deliverySink
+	seen   bool // the provider sent body bytes; an empty body needs no JSON
+}
+
+// deliverySink writes the minimised body to the consumer, counting and digesting it.
+type deliverySink struct {
+	out responder
+	h   hash.Hash
+	n   int64
+	err error // the consumer's write error, told apart from the filter's own
+}
+
+func (s *deliverySink) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if err := s.out.write(p); err != nil {
+		s.err = fmt.Errorf("consumer went away: %w", err)
+		return 0, s.err
+	}
+	s.h.Write(p)
+	s.n += int64(len(p))
+	return len(p), nil
+}
+
+// newMinimiser prepares the filter for a response, or says why the obligations cannot be carried
+// out on it: a body that is not uncompressed JSON, or no pseudonymisation key.
+func (g *Gateway) newMinimiser(rules *jsonfilter.Rules, purpose string, h wire.Headers, out responder) (*minimiser, *wire.Error) {
+	ct, ce := firstHeader(h, "Content-Type"), firstHeader(h, "Content-Encoding")
+	if !isJSON(ct) || (ce != "" && !strings.EqualFold(ce, "identity")) {
+		return nil, wireError(CodeBadGateway, fmt.Sprintf("the policy requires minimising the response, which needs uncompressed JSON; the provider sent Content-Type %q, Content-Encoding %q", ct, ce))
+	}
+	var pseudo jsonfilter.Pseudonymiser
+	if len(rules.Pseudonymise) > 0 {
+		if g.opts.Pseudonyms == nil {
+			return nil, wireError(CodeUnavailable, "the policy requires pseudonymising the response, and this gateway has no pseudonymisation keys")
+		}
+		ps := g.opts.Pseudonyms
+		pseudo = func(dst, v []byte) ([]byte, error) { return ps.Token(purpose, dst, v) }
+	}
+	sink := &deliverySink{out: out, h: sha256.New()}
+	f, err := jsonfilter.New(sink, rules, pseudo, jsonfilter.Limits{})
+	if err != nil {
+		return nil, wireError(CodeInternal, "preparing the response's obligations: "+err.Error())
+	}
+	return &minimiser{filter: f, sink: sink}, nil
+}
+
+func (m *minimiser) write(p []byte) error {
+	m.seen = true
+	if _, err := m.filter.Write(p); err != nil {
+		return m.why(err)
+	}
+	return nil
+}
+
+func (m *minimiser) close() error {
+	if !m.seen {
+		return nil
+	}
+	if err := m.filter.Close(); err != nil {
+		return m.why(err)
+	}
+	return nil
+}
+
+// why tells a consumer that went away from a response the obligations could not be carried out on.
+func (m *minimiser) why(err error) error {
+	if m.sink.err != nil {
+		return m.sink.err
+	}
+	return fmt.Errorf("%w: %w", errNotMinimised, err)
+}
+
+// errNotMinimised marks a response the gateway broke off because its obligations could not be
+// carried out on it (not valid JSON, a value that cannot be pseudonymised, a limit).
+var errNotMinimised = errors.New("the response could not be minimised as the policy requires")
+
+func (m *minimiser) report() (applied map[string]int, delivered int64, sum string) {
+	a := m.filter.Applied()
+	applied = map[string]int{}
+	for k, v := range map[string]int{"dropped": a.Dropped, "redacted": a.Redacted, "pseudonymised": a.Pseudonymised, "rows_left_out": a.RowsLeftOut} {
+		if v > 0 {
+			applied[k] = v
+		}
+	}
+	return applied, m.sink.n, hex.EncodeToString(m.sink.h.Sum(nil))
+}
+
+// isJSON reports whether a Content-Type names JSON: application/json or a +json type.
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -266,5 +267,111 @@ func TestPolicyRateLimitAndBreakGlass(t *testing.T) {
 	if alert == nil || alert.Exchange != flagged.Exchange || alert.DecisionIndex == nil || *alert.DecisionIndex != flagged.Index ||
 		len(alert.Reasons) == 0 || alert.Reasons[0].Code != "break_glass_review" || !strings.Contains(alert.Note, "bed 12") {
 		t.Fatalf("break-glass alert: %+v", alert)
+	}
+}
+
+func TestMinimisingObligations(t *testing.T) {
+	c := newCity(t, cityOpts{bundle: writeBundle(t, "obligations-1", obligationsBundle)})
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("as") {
+		case "text":
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprint(w, "P-1 An")
+			return
+		case "broken":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `[{"id": "P-1", "name": "An"`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		fmt.Fprint(w, `[{"id": "P-1", "name": "Nguyen Van An", "address": "12 Le Loi", "phone": "0901", "ward": "Ben Nghe"},
+			{"id": "P-2", "name": "Tran Thi Binh", "address": "3 Hai Ba Trung", "phone": "0902", "ward": "Da Kao"},
+			{"id": "P-3", "name": "Le Van Cuong", "address": "7 Nguyen Hue", "phone": "0903", "ward": "Ben Thanh"}]`)
+	})
+	c.connect("health", healthID, true, fmt.Sprintf("expose:\n  health.records: %s\n", b.url))
+	research, planning := freeTCP(t), freeTCP(t)
+	c.connect("forecast", forecastID, true, fmt.Sprintf(`consume:
+  - listen: %s
+    service: health.records
+    purpose: research
+  - listen: %s
+    service: health.records
+    purpose: planning
+`, research, planning))
+
+	type row map[string]any
+	get := func(port string) []row {
+		t.Helper()
+		r := do(&netHTTP, "GET", "http://"+port+"/minimise", "", nil, nil)
+		if r.status != 200 {
+			t.Fatalf("got %d %s", r.status, r.body)
+		}
+		if r.header.Get("Content-Length") != "" && r.header.Get("Content-Length") != fmt.Sprint(len(r.body)) {
+			t.Errorf("Content-Length %s for a body of %d bytes", r.header.Get("Content-Length"), len(r.body))
+		}
+		var rows []row
+		if err := json.Unmarshal([]byte(r.body), &rows); err != nil {
+			t.Fatalf("minimised body is not JSON: %v: %s", err, r.body)
+		}
+		return rows
+	}
+	first := get(research)
+	if len(first) != 2 {
+		t.Fatalf("max_rows 2: got %d rows", len(first))
+	}
+	for _, r := range first {
+		if _, ok := r["name"]; ok {
+			t.Errorf("name not dropped: %v", r)
+		}
+		if _, ok := r["address"]; ok {
+			t.Errorf("address not dropped: %v", r)
+		}
+		if v, ok := r["phone"]; !ok || v != nil {
+			t.Errorf("phone not redacted to null: %v", r)
+		}
+		if id, _ := r["id"].(string); id == "" || strings.HasPrefix(id, "P-") {
+			t.Errorf("id not pseudonymised: %v", r)
+		}
+		if r["ward"] == nil {
+			t.Errorf("an untouched field is missing: %v", r)
+		}
+	}
+	again := get(research)
+	if first[0]["id"] != again[0]["id"] || first[0]["id"] == first[1]["id"] {
+		t.Errorf("pseudonyms must be stable per identifier and purpose: %v then %v", first, again)
+	}
+	if other := get(planning); other[0]["id"] == first[0]["id"] {
+		t.Errorf("two purposes gave the same pseudonym %v: linkable", other[0]["id"])
+	}
+
+	// Obligations that cannot be carried out are never skipped: a non-JSON body is refused before
+	// anything is sent, a broken JSON body is broken off.
+	if r := do(&netHTTP, "GET", "http://"+research+"/minimise?as=text", "", nil, nil); r.status != 502 || strings.Contains(r.body, "P-1") {
+		t.Errorf("text body under minimising obligations: got %d %s, want 502 without the data", r.status, r.body)
+	}
+	if r := do(&netHTTP, "GET", "http://"+research+"/minimise?as=broken", "", nil, nil); r.err == nil && r.status == 200 && json.Valid([]byte(r.body)) {
+		t.Errorf("broken JSON under minimising obligations was delivered as complete: %s", r.body)
+	}
+	c.gw.stop()
+	c.verify()
+
+	var applied *audit.Record
+	for _, rec := range c.records() {
+		if rec.Kind == audit.KindOutcome && rec.Path == "/minimise" && rec.Status == 200 && applied == nil {
+			applied = rec
+		}
+	}
+	if applied == nil {
+		t.Fatal("no outcome record for the minimised exchange")
+	}
+	want := map[string]int{"dropped": 4, "redacted": 2, "pseudonymised": 2, "rows_left_out": 1}
+	for k, v := range want {
+		if applied.ObligationsApplied[k] != v {
+			t.Errorf("outcome obligations_applied = %v, want %v", applied.ObligationsApplied, want)
+			break
+		}
+	}
+	if applied.DeliveredBytes == 0 || applied.DeliveredBytes >= applied.ResponseBytes || applied.DeliveredSHA256 == applied.ResponseSHA256 {
+		t.Errorf("delivered %d bytes (%s) vs provider's %d (%s)", applied.DeliveredBytes, applied.DeliveredSHA256, applied.ResponseBytes, applied.ResponseSHA256)
 	}
 }
