@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -373,5 +375,99 @@ func TestMinimisingObligations(t *testing.T) {
 	}
 	if applied.DeliveredBytes == 0 || applied.DeliveredBytes >= applied.ResponseBytes || applied.DeliveredSHA256 == applied.ResponseSHA256 {
 		t.Errorf("delivered %d bytes (%s) vs provider's %d (%s)", applied.DeliveredBytes, applied.DeliveredSHA256, applied.ResponseBytes, applied.ResponseSHA256)
+	}
+}
+
+// TestSignedBundlesFromAServerMustBeLogged runs the officers' whole path: a signing key, a policy
+// log, bundles signed, published and served by a bundle server; the gateway takes only bundles that
+// are both signed by a listed key and in the policy log, and keeps the running one otherwise.
+func TestSignedBundlesFromAServerMustBeLogged(t *testing.T) {
+	officer := t.TempDir()
+	keyOut := mustRun(t, "policy", "keygen", "--out", filepath.Join(officer, "keys"))
+	keyID := regexp.MustCompile(`[0-9a-f]{16}`).FindString(keyOut)
+	if keyID == "" {
+		t.Fatalf("keygen printed no key ID: %s", keyOut)
+	}
+	policyLog := filepath.Join(officer, "policy-log")
+	served := t.TempDir()
+	srv := &http.Server{Handler: http.FileServer(http.Dir(served))}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	// release signs (optionally), publishes (optionally) and serves a bundle.
+	release := func(revision, rego string, sign, publish bool) {
+		t.Helper()
+		dir := writeBundle(t, revision, rego)
+		if sign {
+			mustRun(t, "policy", "sign", "--key", filepath.Join(officer, "keys", "signing.pem"), dir)
+		}
+		if publish {
+			if out := mustRun(t, "policy", "publish", "--log", policyLog, dir); !strings.Contains(out, revision+"@sha256:") {
+				t.Fatalf("publish: %s", out)
+			}
+		}
+		mustRun(t, "policy", "build", "--output", filepath.Join(served, "bundle.tar.gz"), dir)
+	}
+	release("city-1", allowAllBundle, true, true)
+
+	c := newCity(t, cityOpts{bundle: writeBundle(t, "bootstrap", allowAllBundle)})
+	c.gw.stop()
+	cfg, err := os.ReadFile(c.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyBlock := regexp.MustCompile(`(?m)^policy:\n(  .*\n)+`)
+	writeFile(t, c.cfgPath, policyBlock.ReplaceAllString(string(cfg), fmt.Sprintf(`policy:
+  bundle: http://%s/bundle.tar.gz
+  poll: 200ms
+  deadline: 200ms
+  verification:
+    keys:
+      %s: %s
+  require_logged_bundles: %s
+`, ln.Addr(), keyID, filepath.Join(officer, "keys", "signing.pub"), filepath.Join(policyLog, audit.VerifierKeyFile))))
+	c.startGateway()
+	b := jsonBackend(t)
+	c.connect("cadastre", cadastreID, true, fmt.Sprintf("expose:\n  cadastre.parcels: %s\n", b.url))
+	port := freeTCP(t)
+	c.connect("ops", opsID, true, fmt.Sprintf("consume:\n  - listen: %s\n    service: cadastre.parcels\n    purpose: operations\n", port))
+	if r := do(&netHTTP, "GET", "http://"+port+"/ok", "", nil, nil); r.status != 200 {
+		t.Fatalf("signed and logged bundle: got %d %s", r.status, r.body)
+	}
+
+	// Signed but never published: refused, the running bundle stays.
+	release("secret-1", denyAllBundle, true, false)
+	c.gw.waitFor(t, `not in the policy log`, 10*time.Second)
+	if r := do(&netHTTP, "GET", "http://"+port+"/ok", "", nil, nil); r.status != 200 {
+		t.Fatalf("an unlogged bundle took effect: got %d %s", r.status, r.body)
+	}
+	// Published but not signed: refused as well.
+	release("unsigned-1", denyAllBundle, false, true)
+	c.gw.waitFor(t, `no \.signatures\.json`, 10*time.Second)
+	if r := do(&netHTTP, "GET", "http://"+port+"/ok", "", nil, nil); r.status != 200 {
+		t.Fatalf("an unsigned bundle took effect: got %d %s", r.status, r.body)
+	}
+	// Signed and published: it takes effect.
+	release("city-2", denyAllBundle, true, true)
+	waitStatus(t, "http://"+port+"/ok", 403)
+	c.gw.stop()
+	c.verify()
+
+	var activated []string
+	for _, rec := range c.records() {
+		if rec.Kind == audit.KindPolicy && !strings.HasPrefix(rec.PolicyRevision, "bootstrap@") { // the first start, before the config named the server
+			if !strings.Contains(rec.Note, "in the policy log") || !strings.Contains(rec.Note, "signed with key "+keyID) {
+				t.Errorf("activation %d does not say it was signed and logged: %q", rec.Index, rec.Note)
+			}
+			name, _, _ := strings.Cut(rec.PolicyRevision, "@")
+			activated = append(activated, name)
+		}
+	}
+	if strings.Join(activated, ",") != "city-1,city-2" {
+		t.Errorf("activated %v, want city-1 then city-2 only", activated)
 	}
 }

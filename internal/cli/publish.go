@@ -31,7 +31,7 @@ log — a ztgate audit log kept in DIR, created with its key on first use — an
 A gateway with policy.require_logged_bundles refuses any bundle without such a receipt, so no
 policy can be in force that the officers and departments cannot see in the log.`)
 	logDir := fs.String("log", "", "the policy log's folder")
-	origin := fs.String("origin", "", "the policy log's name in its checkpoints (first use; default: ztgate policy log)")
+	origin := fs.String("origin", "", "the policy log's name in its checkpoints (first use; default: ztgate/policy-log)")
 	note := fs.String("note", "", "a note kept with the record, e.g. the change ticket")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -53,7 +53,7 @@ policy can be in force that the officers and departments cannot see in the log.`
 	if _, err := os.Stat(signerPath); errors.Is(err, iofs.ErrNotExist) {
 		name := *origin
 		if name == "" {
-			name = "ztgate policy log"
+			name = "ztgate/policy-log"
 		}
 		if _, _, err := audit.WriteKeyPair(*logDir, name); err != nil {
 			return err
