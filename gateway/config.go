@@ -442,6 +442,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	// officer, a department or a partner can see which policies were ever in force, and no
 	// bundle activates while the log cannot say so.
 	policyOpts.Activate = rt.activation(published, "policy bundle")
+	policyOpts.Refused = rt.bundleRefused("policy bundle")
 	if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 		rt.Audit.Close()
 		return nil, fmt.Errorf("loading policy: %w", err)
@@ -451,6 +452,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		candOpts.Bundle = cand.Bundle
 		candOpts.Logger = logger.With("component", "policy", "bundle", "candidate")
 		candOpts.Activate = rt.activation(published, "candidate policy bundle (shadow)")
+		candOpts.Refused = rt.bundleRefused("candidate policy bundle (shadow)")
 		if rt.Candidate, err = policies.NewEngine(ctx, candOpts); err != nil {
 			rt.Audit.Close()
 			return nil, fmt.Errorf("loading the candidate policy: %w", err)
@@ -567,6 +569,22 @@ func (rt *Runtime) activation(published note.Verifier, what string) func(context
 			PolicyRevision: b.Revision, Note: text,
 		})
 		return err
+	}
+}
+
+// bundleRefused records an alert when a new bundle is refused (bad signature, not in the policy log,
+// does not compile, server misbehaving), so the information-safety center sees that the gateway is
+// still deciding with the previous revision.
+func (rt *Runtime) bundleRefused(what string) func(context.Context, string, error) {
+	return func(ctx context.Context, running string, err error) {
+		_, aerr := rt.Audit.Append(ctx, &audit.Record{
+			Kind: audit.KindAlert, Time: time.Now().UTC(), Gateway: rt.Config.SPIFFEID, PolicyRevision: running,
+			Reasons: []audit.Reason{{Code: "bundle_refused", Message: truncate(err.Error(), 1024)}},
+			Note:    what + " refused; " + running + " stays in force",
+		})
+		if aerr != nil {
+			rt.logger.ErrorContext(ctx, "audit log unavailable: bundle refusal not recorded", "err", aerr)
+		}
 	}
 }
 

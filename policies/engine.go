@@ -109,6 +109,9 @@ type Options struct {
 	// (the previous one, if any, stays active). The gateway uses it to write the activation to the
 	// audit log first, so no bundle can decide without the log saying which one it was.
 	Activate func(ctx context.Context, b BundleInfo) error
+	// Refused, when set, is told when a new bundle is refused and the running one (revision) stays:
+	// once per distinct reason until a bundle activates again. The gateway turns it into an alert.
+	Refused func(ctx context.Context, running string, err error)
 }
 
 // Engine evaluates a prepared bundle. It is safe for concurrent use; the
@@ -122,6 +125,9 @@ type Engine struct {
 	known    map[string]struct{}
 	log      *slog.Logger
 	activate func(ctx context.Context, b BundleInfo) error
+	refused  func(ctx context.Context, running string, err error)
+
+	lastRefusal string // guarded by reloadMu
 
 	reloadMu sync.Mutex    // serialises Reload so swaps happen in load order
 	served   serverVersion // what a bundle server served for the active bundle; under reloadMu
@@ -155,6 +161,7 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 		known:    make(map[string]struct{}, len(opts.KnownObligations)),
 		log:      opts.Logger,
 		activate: opts.Activate,
+		refused:  opts.Refused,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -189,6 +196,7 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e.active.Store(ps)
 	e.served = bf.served
+	e.lastRefusal = ""
 	e.status.activated(ps.info, time.Now())
 	e.log.InfoContext(ctx, "policy bundle loaded", "bundle", e.source, "revision", ps.revision, "signed", ps.info.Signed, "key_id", ps.info.KeyID)
 	return e, nil
@@ -237,6 +245,7 @@ func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 		e.status.failed(err, time.Now())
 		e.log.ErrorContext(ctx, "policy bundle reload failed; keeping the active bundle",
 			"bundle", e.source, "revision", old.revision, "err", err)
+		e.alert(ctx, err)
 		return err
 	}
 	if bf.unchanged || ps.revision == old.revision {
@@ -250,15 +259,28 @@ func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 			e.status.failed(err, time.Now())
 			e.log.ErrorContext(ctx, "policy bundle not activated; keeping the active bundle",
 				"bundle", e.source, "revision", old.revision, "candidate", ps.revision, "err", err)
+			e.alert(ctx, err)
 			return err
 		}
 	}
 	e.active.Store(ps)
 	e.served = bf.served
+	e.lastRefusal = ""
 	e.status.activated(ps.info, time.Now())
 	e.log.InfoContext(ctx, "policy bundle reloaded", "bundle", e.source,
 		"old_revision", old.revision, "revision", ps.revision, "signed", ps.info.Signed, "key_id", ps.info.KeyID)
 	return nil
+}
+
+// alert hands a refused bundle to Options.Refused, once per distinct reason: a bundle server that
+// keeps serving the same bad bundle is refused at every poll, and one alert says so. Called with
+// reloadMu held.
+func (e *Engine) alert(ctx context.Context, err error) {
+	if e.refused == nil || err.Error() == e.lastRefusal {
+		return
+	}
+	e.lastRefusal = err.Error()
+	e.refused(ctx, e.active.Load().revision, err)
 }
 
 // Decide evaluates the active bundle for in within the engine's deadline

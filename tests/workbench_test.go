@@ -457,8 +457,11 @@ func TestSignedBundlesFromAServerMustBeLogged(t *testing.T) {
 	c.gw.stop()
 	c.verify()
 
-	var activated []string
+	var activated, refusals []string
 	for _, rec := range c.records() {
+		if rec.Kind == audit.KindAlert && len(rec.Reasons) == 1 && rec.Reasons[0].Code == "bundle_refused" {
+			refusals = append(refusals, rec.Reasons[0].Message)
+		}
 		if rec.Kind == audit.KindPolicy && !strings.HasPrefix(rec.PolicyRevision, "bootstrap@") { // the first start, before the config named the server
 			if !strings.Contains(rec.Note, "in the policy log") || !strings.Contains(rec.Note, "signed with key "+keyID) {
 				t.Errorf("activation %d does not say it was signed and logged: %q", rec.Index, rec.Note)
@@ -466,6 +469,9 @@ func TestSignedBundlesFromAServerMustBeLogged(t *testing.T) {
 			name, _, _ := strings.Cut(rec.PolicyRevision, "@")
 			activated = append(activated, name)
 		}
+	}
+	if len(refusals) != 2 || !strings.Contains(refusals[0], "not in the policy log") || !strings.Contains(refusals[1], ".signatures.json") {
+		t.Errorf("want one alert record per refused bundle (unlogged, then unsigned), got %q", refusals)
 	}
 	if strings.Join(activated, ",") != "city-1,city-2" {
 		t.Errorf("activated %v, want city-1 then city-2 only", activated)
