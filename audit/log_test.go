@@ -411,10 +411,10 @@ func TestDiskFull(t *testing.T) {
 	}
 	// The writer is idle between synchronous appends, so its connection can be reconfigured here.
 	var pages int
-	if err := l.wconn.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
+	if err := l.store.(*sqliteStore).conn.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.wconn.ExecContext(ctx, fmt.Sprintf(`PRAGMA max_page_count = %d`, pages)); err != nil {
+	if _, err := l.store.(*sqliteStore).conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA max_page_count = %d`, pages)); err != nil {
 		t.Fatal(err)
 	}
 	var full error
@@ -464,7 +464,7 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	// Space comes back: the next batch commits with the next index and the log stays sound.
-	if _, err := l.wconn.ExecContext(ctx, `PRAGMA max_page_count = 1073741823`); err != nil {
+	if _, err := l.store.(*sqliteStore).conn.ExecContext(ctx, `PRAGMA max_page_count = 1073741823`); err != nil {
 		t.Fatal(err)
 	}
 	idx, err := l.Append(ctx, decisionRecord(ok))
