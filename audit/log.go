@@ -170,7 +170,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 
 func (l *Log) open(ctx context.Context, b backend) error {
 	var err error
-	if l.store, err = b.openStore(ctx, l.log); err != nil {
+	if l.store, err = b.openStore(ctx); err != nil {
 		return err
 	}
 	if err := l.store.init(ctx, l.opts.Origin); err != nil {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"math/bits"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -115,17 +113,16 @@ type source interface {
 
 // backend is one location's kind of store.
 type backend interface {
-	openStore(ctx context.Context, logger *slog.Logger) (store, error)
+	openStore(ctx context.Context) (store, error)
 	openSource(ctx context.Context) (source, error)
 	// String names the location in messages, without secrets.
 	String() string
 }
 
 // IsPostgresURL reports whether location names a PostgreSQL log (a postgres:// or postgresql://
-// URL) rather than a SQLite file.
+// URL, in lower case as libpq takes it) rather than a SQLite file.
 func IsPostgresURL(location string) bool {
-	scheme, _, ok := strings.Cut(location, "://")
-	return ok && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql"))
+	return strings.HasPrefix(location, "postgres://") || strings.HasPrefix(location, "postgresql://")
 }
 
 // parseLocation picks the back end for a location: a postgres:// or postgresql:// URL is a
@@ -135,14 +132,9 @@ func parseLocation(location string) (backend, error) {
 		return nil, errors.New("empty audit log location")
 	}
 	if IsPostgresURL(location) {
-		return nil, errors.New("PostgreSQL audit logs are not built in yet")
+		return parsePostgresURL(location)
 	}
-	if strings.Contains(location, "://") {
-		u, err := url.Parse(location)
-		scheme := "unknown"
-		if err == nil {
-			scheme = u.Scheme
-		}
+	if scheme, _, ok := strings.Cut(location, "://"); ok {
 		return nil, fmt.Errorf("audit log location has scheme %q: want a SQLite file path or a postgres:// URL", scheme)
 	}
 	return sqliteBackend{path: location}, nil

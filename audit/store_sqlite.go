@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -70,7 +69,7 @@ func readerDSN(path string, readOnlyFile bool) (string, error) {
 	return fileURI(path, p)
 }
 
-func (b sqliteBackend) openStore(ctx context.Context, _ *slog.Logger) (store, error) {
+func (b sqliteBackend) openStore(ctx context.Context) (store, error) {
 	s := &sqliteStore{}
 	if err := s.open(ctx, b.path); err != nil {
 		return nil, errors.Join(err, s.close())
