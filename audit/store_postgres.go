@@ -191,6 +191,7 @@ type pgStore struct {
 	sql     *pgQueries
 	schema  string
 	lockKey int64  // session advisory lock: one writer per log, across processes
+	lastPID uint32 // the server process of the session that last held the lock
 	origin  string // checked again on every reconnect, once init has set it
 	pool    *pgxpool.Pool
 
@@ -240,12 +241,8 @@ func (s *pgStore) connect(ctx context.Context) (*pgx.Conn, error) {
 		conn.Close(context.Background())
 		return nil, err
 	}
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, s.lockKey).Scan(&locked); err != nil {
-		return fail(fmt.Errorf("taking the log's writer lock: %w", err))
-	}
-	if !locked {
-		return fail(fmt.Errorf("another writer holds the audit log in schema %s", s.schema))
+	if err := s.lock(ctx, conn); err != nil {
+		return fail(err)
 	}
 	var fsync string
 	if err := conn.QueryRow(ctx, `SHOW fsync`).Scan(&fsync); err != nil {
@@ -265,6 +262,37 @@ func (s *pgStore) connect(ctx context.Context) (*pgx.Conn, error) {
 		}
 	}
 	return conn, nil
+}
+
+// lock takes the log's writer lock for the session. A lock still held by this store's previous
+// session (the server has not yet noticed that the connection is gone: a network failure, or a
+// termination still under way) is taken back by ending that session; a lock held by anyone else
+// means another writer and is refused.
+func (s *pgStore) lock(ctx context.Context, conn *pgx.Conn) error {
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, s.lockKey).Scan(&locked); err != nil {
+		return fmt.Errorf("taking the log's writer lock: %w", err)
+	}
+	if !locked && s.lastPID != 0 {
+		// pg_locks shows a bigint advisory key as classid (high half) and objid (low half).
+		var ended bool
+		err := conn.QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(pid, 2000)), false) FROM pg_locks
+			WHERE pid = $1 AND locktype = 'advisory' AND classid = $2 AND objid = $3 AND objsubid = 1 AND granted`,
+			s.lastPID, uint32(uint64(s.lockKey)>>32), uint32(s.lockKey)).Scan(&ended)
+		if err != nil {
+			return fmt.Errorf("ending the log's previous session: %w", err)
+		}
+		if ended {
+			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, s.lockKey).Scan(&locked); err != nil {
+				return fmt.Errorf("taking the log's writer lock: %w", err)
+			}
+		}
+	}
+	if !locked {
+		return fmt.Errorf("another writer holds the audit log in schema %s", s.schema)
+	}
+	s.lastPID = conn.PgConn().PID()
+	return nil
 }
 
 // drop ends the session; the next operation reconnects.
@@ -420,7 +448,14 @@ func (s *pgStore) putCheckpoint(ctx context.Context, ck checkpointRow, signedAt 
 func (s *pgStore) reader() view { return pgView{q: s.pool, sql: s.sql} }
 
 func (s *pgStore) close() error {
-	s.drop() // ending the session releases the advisory lock
+	if s.conn != nil && !s.conn.IsClosed() {
+		// Released here rather than when the server notices the session ended, so the log can
+		// be opened again at once.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = s.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, s.lockKey)
+		cancel()
+	}
+	s.drop()
 	if s.pool != nil {
 		s.pool.Close()
 	}
