@@ -70,8 +70,21 @@ func TestPostgresURLKeepsDurabilityAndSecrets(t *testing.T) {
 		if got := pg.cfg.RuntimeParams["synchronous_commit"]; got != tt.want {
 			t.Errorf("synchronous_commit=%q in the URL gives %q, want %q", tt.given, got, tt.want)
 		}
-		if strings.Contains(pg.String(), "s3cret") {
+		if strings.Contains(pg.String(), "s3cret") || strings.Contains(RedactedLocation(loc), "s3cret") {
 			t.Errorf("location shown as %s", pg.String())
+		}
+	}
+}
+
+func TestRedactedLocation(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"state/audit.db", "state/audit.db"},
+		{"postgres://gw1:s3cret@db.example/ztgate?search_path=gw1", "postgres://gw1:xxxxx@db.example/ztgate?search_path=gw1"},
+		{"postgres://gw1:s3cret@db.example:bad/ztgate", "(unparseable URL)"},
+		{"mysql://gw1:s3cret@db.example/ztgate", "(unparseable URL)"},
+	} {
+		if got := RedactedLocation(tt.in); got != tt.want {
+			t.Errorf("RedactedLocation(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

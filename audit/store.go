@@ -125,6 +125,17 @@ func IsPostgresURL(location string) bool {
 	return strings.HasPrefix(location, "postgres://") || strings.HasPrefix(location, "postgresql://")
 }
 
+// RedactedLocation returns location fit for messages and logs: a URL's password is replaced.
+func RedactedLocation(location string) string {
+	if b, err := parseLocation(location); err == nil {
+		return b.String()
+	}
+	if strings.Contains(location, "://") {
+		return "(unparseable URL)"
+	}
+	return location
+}
+
 // parseLocation picks the back end for a location: a postgres:// or postgresql:// URL is a
 // PostgreSQL log, anything else a SQLite file path.
 func parseLocation(location string) (backend, error) {
