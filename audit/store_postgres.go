@@ -244,12 +244,13 @@ func (s *pgStore) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err := s.lock(ctx, conn); err != nil {
 		return fail(err)
 	}
-	var fsync string
-	if err := conn.QueryRow(ctx, `SHOW fsync`).Scan(&fsync); err != nil {
-		return fail(fmt.Errorf("reading fsync setting: %w", err))
+	// Checked on the session itself: a connection pooler may not pass synchronous_commit on.
+	var fsync, syncCommit string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('fsync'), current_setting('synchronous_commit')`).Scan(&fsync, &syncCommit); err != nil {
+		return fail(fmt.Errorf("reading durability settings: %w", err))
 	}
-	if fsync != "on" {
-		return fail(fmt.Errorf("database runs with fsync=%s: commits would not survive a crash", fsync))
+	if fsync != "on" || syncCommit == "off" {
+		return fail(fmt.Errorf("database session runs fsync=%s synchronous_commit=%s: commits would not survive a crash", fsync, syncCommit))
 	}
 	if s.origin != "" {
 		// The schema could have been dropped and made again for another log while we were away.
