@@ -4,9 +4,9 @@
 //
 // The store is where Options.Path (and the path argument of ReadRecords, CountRecords, ReadReceipt,
 // FindExchange and Verify) points: a file path is an embedded SQLite file (WAL, synchronous=FULL);
-// a postgres:// or postgresql:// URL is a schema of a PostgreSQL database, named by the URL's
-// search_path parameter (default DefaultPostgresSchema), for deployments where several gateways
-// share one database. Each log is alone in its file or schema, which holds four tables — meta
+// a postgres:// or postgresql:// URL is a schema of a PostgreSQL database (14 or later), named by
+// the URL's search_path parameter (default DefaultPostgresSchema), for deployments where several
+// gateways share one database. Each log is alone in its file or schema, which holds four tables — meta
 // (format, origin), records, nodes (completed subtrees) and checkpoints — and a log refuses to open
 // a store made for another origin, or continue one whose newest checkpoint another key signed. On
 // PostgreSQL one writer holds a log at a time (a session advisory lock; its session is named
