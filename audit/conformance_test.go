@@ -51,7 +51,8 @@ func TestPostgresConformance(t *testing.T) {
 	storetest.Run(t, storetest.Backend{
 		NewLocation: func(t *testing.T) string { return testenv.Postgres(t) },
 		SetRecordData: func(t *testing.T, loc string, index uint64, data []byte) {
-			pgExec(t, loc, `UPDATE records SET data = $1 WHERE idx = $2`, data, int64(index))
+			// The URL's search_path is the log's schema, so the statement reaches its table.
+			testenv.Exec(t, loc, `UPDATE records SET data = $1 WHERE idx = $2`, data, int64(index))
 		},
 		// A crashed gateway's session ends without a final checkpoint; the server releases the
 		// log's writer lock with it.
@@ -64,23 +65,25 @@ func TestPostgresConformance(t *testing.T) {
 	})
 }
 
-// pgExec runs one statement in the log's schema (the URL's search_path), behind the log's back.
-func pgExec(t testing.TB, loc, query string, args ...any) {
-	t.Helper()
-	testenv.Exec(t, loc, query, args...)
-}
-
-func schemaOf(t testing.TB, loc string) string {
+// writerSession is the application_name of the log's writer session at loc.
+func writerSession(t testing.TB, loc string) string {
 	t.Helper()
 	u, err := url.Parse(loc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return u.Query().Get("search_path")
+	return "ztgate-audit-writer:" + u.Query().Get("search_path")
 }
 
-// terminateWriter ends the log's writer session from another connection, as a database restart
-// or an administrator would, and waits until the server has let it go.
+// terminate ends every session named name from another connection, as a database restart or an
+// administrator would, and returns how many there were.
+func terminate(ctx context.Context, conn *pgx.Conn, name string) (int, error) {
+	var n int
+	err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, name).Scan(&n)
+	return n, err
+}
+
+// terminateWriter ends the log's writer session and waits until the server has let it go.
 func terminateWriter(t testing.TB, loc string) int {
 	t.Helper()
 	ctx := context.Background()
@@ -89,9 +92,9 @@ func terminateWriter(t testing.TB, loc string) int {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	name := "ztgate-audit-writer:" + schemaOf(t, loc)
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, name).Scan(&n); err != nil {
+	name := writerSession(t, loc)
+	n, err := terminate(ctx, conn, name)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {

@@ -119,11 +119,10 @@ func TestPostgresOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	name := "ztgate-audit-writer:" + schemaOf(t, loc)
+	name := writerSession(t, loc)
 	var terminated int
 	for end := time.Now().Add(time.Second); time.Now().Before(end); {
-		var n int
-		err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, name).Scan(&n)
+		n, err := terminate(ctx, admin, name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +181,7 @@ func TestPostgresBatchIsAtomic(t *testing.T) {
 	}
 	// Record 11 completes nodes (1, 5) and (2, 2); a row already in the way fails the nodes
 	// INSERT after the records INSERT has run.
-	pgExec(t, loc, `INSERT INTO nodes (level, idx, hash) VALUES (1, 5, '\x00')`)
+	testenv.Exec(t, loc, `INSERT INTO nodes (level, idx, hash) VALUES (1, 5, '\x00')`)
 	_, err := l.Append(ctx, noteRecord(11))
 	if !errors.Is(err, audit.ErrUnavailable) {
 		t.Fatalf("Append into a conflicting node = %v, want ErrUnavailable", err)
@@ -193,7 +192,7 @@ func TestPostgresBatchIsAtomic(t *testing.T) {
 	if l.Size() != 11 {
 		t.Fatalf("Size = %d after a failed batch, want 11", l.Size())
 	}
-	pgExec(t, loc, `DELETE FROM nodes WHERE level = 1 AND idx = 5`)
+	testenv.Exec(t, loc, `DELETE FROM nodes WHERE level = 1 AND idx = 5`)
 	idx, err := l.Append(ctx, noteRecord(11))
 	if err != nil || idx != 11 {
 		t.Fatalf("Append after the conflict was removed = %d, %v; want 11", idx, err)

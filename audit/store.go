@@ -340,9 +340,14 @@ func walkRecords(ctx context.Context, v view, start int64, from, to uint64, fn f
 	return nil
 }
 
+// matchesLeaf reports whether a stored record's bytes give its stored leaf hash.
+func (r recordRow) matchesLeaf() bool {
+	return len(r.leaf) == HashSize && [32]byte(r.leaf) == LeafHash(r.data)
+}
+
 // checkRecordRow checks a stored record against its leaf hash and decodes it.
 func checkRecordRow(row recordRow, i uint64) (*Record, error) {
-	if h := LeafHash(row.data); len(row.leaf) != HashSize || [32]byte(row.leaf) != h {
+	if !row.matchesLeaf() {
 		return nil, fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, i)
 	}
 	rec, err := decodeRecord(row.data, i)
@@ -364,7 +369,7 @@ func readEntry(ctx context.Context, v view, index uint64) ([]byte, error) {
 	if len(rows) == 0 || rows[0].idx != int64(index) {
 		return nil, fmt.Errorf("%w: record %d missing", ErrCorrupt, index)
 	}
-	if h := LeafHash(rows[0].data); len(rows[0].leaf) != HashSize || [32]byte(rows[0].leaf) != h {
+	if !rows[0].matchesLeaf() {
 		return nil, fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, index)
 	}
 	return rows[0].data, nil

@@ -213,10 +213,16 @@ func checkpoint(t testing.TB, l *audit.Log, k Key) (size uint64, rootHash [32]by
 	return size, rootHash
 }
 
-func (s *suite) appendReopen(t *testing.T) {
+// newLog opens a new log, closed when t ends, and returns its location and key.
+func (s *suite) newLog(t *testing.T) (string, Key, *audit.Log) {
+	t.Helper()
 	loc := s.b.NewLocation(t)
 	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	return loc, k, open(t, loc, k)
+}
+
+func (s *suite) appendReopen(t *testing.T) {
+	loc, k, l := s.newLog(t)
 	rec := record(gateway, 0)
 	idx, err := l.Append(context.Background(), rec)
 	if err != nil {
@@ -266,9 +272,7 @@ func (s *suite) appendReopen(t *testing.T) {
 // groupCommit runs many appenders at once: every one gets its own index, every record is stored
 // under it, and none is lost or doubled.
 func (s *suite) groupCommit(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	loc, k, l := s.newLog(t)
 	const workers, each = 64, 40
 	const total = workers * each
 	notes := make([]string, total)
@@ -354,9 +358,7 @@ func (s *suite) crashRecovery(t *testing.T) {
 }
 
 func (s *suite) checkpoints(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	loc, k, l := s.newLog(t)
 	ctx := context.Background()
 	if _, err := l.LatestCheckpoint(ctx); !errors.Is(err, audit.ErrNoCheckpoint) {
 		t.Fatalf("LatestCheckpoint of a new log = %v, want ErrNoCheckpoint", err)
@@ -389,9 +391,7 @@ func (s *suite) checkpoints(t *testing.T) {
 }
 
 func (s *suite) inclusionProofs(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	_, k, l := s.newLog(t)
 	ctx := context.Background()
 	for _, n := range []int{1, 7, 16, 37} {
 		appendN(t, l, int(l.Size()), n-int(l.Size()))
@@ -424,9 +424,7 @@ func (s *suite) inclusionProofs(t *testing.T) {
 }
 
 func (s *suite) consistencyProofs(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	_, _, l := s.newLog(t)
 	ctx := context.Background()
 	const n = 40
 	appendN(t, l, 0, n)
@@ -453,9 +451,7 @@ func (s *suite) consistencyProofs(t *testing.T) {
 }
 
 func (s *suite) receipts(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	loc, k, l := s.newLog(t)
 	ctx := context.Background()
 	appendN(t, l, 0, 37)
 	checkpoint(t, l, k)
@@ -488,9 +484,7 @@ func (s *suite) receipts(t *testing.T) {
 }
 
 func (s *suite) reads(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	loc, _, l := s.newLog(t)
 	ctx := context.Background()
 	// More than one page of records, so paging is exercised.
 	const n = audit.DefaultReadPage + 77
@@ -573,9 +567,7 @@ func (s *suite) reads(t *testing.T) {
 }
 
 func (s *suite) verifyFindsTamperedRecord(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	loc, k, l := s.newLog(t)
 	appendN(t, l, 0, 20)
 	checkpoint(t, l, k)
 	appendN(t, l, 20, 20)
@@ -607,9 +599,7 @@ func (s *suite) verifyFindsTamperedRecord(t *testing.T) {
 
 // refusesAnotherLog: a log's store is not taken over by another origin or another key.
 func (s *suite) refusesAnotherLog(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	loc, k, l := s.newLog(t)
 	appendN(t, l, 0, 5)
 	mustClose(t, l)
 	for _, tt := range []struct {
@@ -698,9 +688,7 @@ func (s *suite) logsSideBySide(t *testing.T) {
 }
 
 func (s *suite) closed(t *testing.T) {
-	loc := s.b.NewLocation(t)
-	k := NewKey(t, origin)
-	l := open(t, loc, k)
+	_, _, l := s.newLog(t)
 	appendN(t, l, 0, 3)
 	mustClose(t, l)
 	if _, err := l.Append(context.Background(), record(gateway, 3)); !errors.Is(err, audit.ErrClosed) || !errors.Is(err, audit.ErrUnavailable) {
