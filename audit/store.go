@@ -198,14 +198,29 @@ func storedSize(ctx context.Context, v view) (uint64, error) {
 	return uint64(last) + 1, nil
 }
 
-// readNodes returns the stored hashes of nodes (at most DefaultReadPage), refusing missing ones.
-func readNodes(ctx context.Context, v view, nodes []node) ([][32]byte, error) {
-	got, err := v.hashes(ctx, nodes)
-	if err != nil {
-		return nil, fmt.Errorf("reading %d tree nodes: %w", len(nodes), err)
+// storedHashes returns the stored hash of each node, nil where none is stored, asking the view
+// DefaultReadPage nodes at a time.
+func storedHashes(ctx context.Context, v view, nodes []node) ([][]byte, error) {
+	out := make([][]byte, 0, len(nodes))
+	for len(out) < len(nodes) {
+		page := nodes[len(out):min(len(nodes), len(out)+DefaultReadPage)]
+		got, err := v.hashes(ctx, page)
+		if err != nil {
+			return nil, fmt.Errorf("reading %d tree nodes: %w", len(page), err)
+		}
+		if len(got) != len(page) {
+			return nil, fmt.Errorf("reading tree nodes: store returned %d hashes for %d nodes", len(got), len(page))
+		}
+		out = append(out, got...)
 	}
-	if len(got) != len(nodes) {
-		return nil, fmt.Errorf("reading tree nodes: store returned %d hashes for %d nodes", len(got), len(nodes))
+	return out, nil
+}
+
+// readNodes returns the stored hashes of nodes, refusing missing ones.
+func readNodes(ctx context.Context, v view, nodes []node) ([][32]byte, error) {
+	got, err := storedHashes(ctx, v, nodes)
+	if err != nil {
+		return nil, err
 	}
 	out := make([][32]byte, len(nodes))
 	for i, n := range nodes {
@@ -229,14 +244,9 @@ func readRanges(ctx context.Context, v view, ranges [][2]uint64) ([][]byte, erro
 		all = append(all, perfectNodes(r[0], r[1])...)
 		ends[i] = len(all)
 	}
-	hashes := make([][32]byte, 0, len(all))
-	for len(hashes) < len(all) {
-		page := all[len(hashes):min(len(all), len(hashes)+DefaultReadPage)]
-		got, err := readNodes(ctx, v, page)
-		if err != nil {
-			return nil, err
-		}
-		hashes = append(hashes, got...)
+	hashes, err := readNodes(ctx, v, all)
+	if err != nil {
+		return nil, err
 	}
 	out := make([][]byte, len(ranges))
 	begin := 0

@@ -186,23 +186,16 @@ func (vr *verifier) readNodes(n int) error {
 			want = append(want, node{level: level, idx: i >> level})
 		}
 	}
+	got, err := storedHashes(vr.ctx, vr.snap, want)
+	if err != nil {
+		return err
+	}
 	clear(vr.nodes)
 	if vr.nodes == nil {
 		vr.nodes = make(map[node][]byte, len(want))
 	}
-	for len(want) > 0 {
-		page := want[:min(len(want), DefaultReadPage)]
-		want = want[len(page):]
-		got, err := vr.snap.hashes(vr.ctx, page)
-		if err != nil {
-			return fmt.Errorf("reading tree nodes: %w", err)
-		}
-		if len(got) != len(page) {
-			return fmt.Errorf("reading tree nodes: store returned %d hashes for %d nodes", len(got), len(page))
-		}
-		for i, n := range page {
-			vr.nodes[n] = got[i]
-		}
+	for i, n := range want {
+		vr.nodes[n] = got[i]
 	}
 	return nil
 }
