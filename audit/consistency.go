@@ -40,14 +40,9 @@ func (l *Log) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]by
 	if size1 == size2 {
 		return [][]byte{}, nil
 	}
-	ranges := consistencyRanges(size1, size2)
-	proof := make([][]byte, len(ranges))
-	for i, r := range ranges {
-		h, err := readRange(ctx, l.rdb, r[0], r[1])
-		if err != nil {
-			return nil, fmt.Errorf("proving consistency of sizes %d and %d: %w", size1, size2, err)
-		}
-		proof[i] = h[:]
+	proof, err := readRanges(ctx, l.reads, consistencyRanges(size1, size2))
+	if err != nil {
+		return nil, fmt.Errorf("proving consistency of sizes %d and %d: %w", size1, size2, err)
 	}
 	return proof, nil
 }

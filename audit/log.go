@@ -3,7 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
-	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,7 +36,10 @@ const (
 
 // Options configure Open. Zero numeric fields take the Default* values.
 type Options struct {
-	Path               string           // SQLite file, created if missing
+	// Path is where the log is stored: a SQLite file (created if missing), or a PostgreSQL URL
+	// (postgres:// or postgresql://) whose search_path parameter names the log's schema (created if
+	// missing; default DefaultPostgresSchema). See the package documentation.
+	Path               string
 	Origin             string           // checkpoint origin line, e.g. "city.example.vn/gateway/gw-1"
 	Signer             note.Signer      // signs checkpoints (golang.org/x/mod/sumdb/note, Ed25519)
 	BatchSize          int              // most records in one group commit; default DefaultBatchSize
@@ -77,17 +81,15 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Log is an append-only audit log in one SQLite file. Its methods are safe for concurrent use.
+// Log is an append-only audit log in one store (a SQLite file or a PostgreSQL schema). Its methods
+// are safe for concurrent use.
 type Log struct {
 	opts Options
 	log  *slog.Logger
 
-	wdb   *sql.DB   // the single writer connection's pool
-	wconn *sql.Conn // used only by the writer goroutine after Open
-	rdb   *sql.DB   // read-only connections for proofs and reads
-
-	recordRows *rowInserter
-	nodeRows   *rowInserter
+	where string // the location, for messages (without secrets)
+	store store  // used only by the writer goroutine after Open
+	reads view   // concurrent reads for proofs and records
 
 	mu     sync.RWMutex // guards closed against sends on queue
 	closed bool
@@ -100,6 +102,8 @@ type Log struct {
 
 	// Owned by the writer goroutine.
 	tree           *compactRange
+	recordRows     []recordRow // reused by every batch
+	nodeRows       []nodeRow
 	lastCheckpoint uint64
 	hasCheckpoint  bool
 	failing        bool // last batch failed; logged once until a batch succeeds
@@ -133,131 +137,65 @@ type checkpointReply struct {
 
 // Open creates or reopens the log at opts.Path. On reopen it rebuilds the tree's right edge from the
 // store and refuses (wrapping ErrCorrupt) a store whose records stop before its newest checkpoint or
-// whose stored hashes do not give that checkpoint's root, and a store made for another origin.
+// whose stored hashes do not give that checkpoint's root; it also refuses a store made for another
+// origin, and one whose newest checkpoint opts.Signer did not sign (a log continued under a new key
+// would no longer verify).
 func Open(ctx context.Context, opts Options) (*Log, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	b, err := parseLocation(opts.Path)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit log: %w", err)
+	}
 	l := &Log{
 		opts:        opts,
 		log:         opts.Logger,
+		where:       b.String(),
 		queue:       make(chan *pending, opts.QueueSize),
 		checkpoints: make(chan checkpointRequest),
 		stopped:     make(chan struct{}),
+		recordRows:  make([]recordRow, 0, opts.BatchSize),
 	}
-	if err := l.open(ctx); err != nil {
-		l.closeStore()
-		return nil, fmt.Errorf("opening audit log %s: %w", opts.Path, err)
+	if err := l.open(ctx, b); err != nil {
+		if l.store != nil {
+			err = errors.Join(err, l.store.close())
+		}
+		return nil, fmt.Errorf("opening audit log %s: %w", l.where, err)
 	}
 	go l.run()
 	return l, nil
 }
 
-func (l *Log) open(ctx context.Context) error {
-	dsn, err := writerDSN(l.opts.Path)
+func (l *Log) open(ctx context.Context, b backend) error {
+	var err error
+	if l.store, err = b.openStore(ctx); err != nil {
+		return err
+	}
+	if err := l.store.init(ctx, l.opts.Origin); err != nil {
+		return err
+	}
+	size, err := storedSize(ctx, l.store)
 	if err != nil {
 		return err
 	}
-	if l.wdb, err = sql.Open("sqlite", dsn); err != nil {
-		return fmt.Errorf("opening store: %w", err)
-	}
-	l.wdb.SetMaxOpenConns(1)
-	if l.wconn, err = l.wdb.Conn(ctx); err != nil {
-		return fmt.Errorf("connecting to store: %w", err)
-	}
-	var mode string
-	var syncLevel int
-	if err := l.wconn.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
-		return fmt.Errorf("reading journal mode: %w", err)
-	}
-	if err := l.wconn.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&syncLevel); err != nil {
-		return fmt.Errorf("reading synchronous level: %w", err)
-	}
-	if !strings.EqualFold(mode, "wal") || syncLevel < 2 {
-		return fmt.Errorf("store runs journal_mode=%s synchronous=%d, want wal and FULL", mode, syncLevel)
-	}
-	if err := l.initSchema(ctx); err != nil {
-		return err
-	}
-	size, err := storedSize(ctx, l.wconn)
-	if err != nil {
-		return err
-	}
-	if l.tree, err = loadTree(ctx, l.wconn, size); err != nil {
+	if l.tree, err = loadTree(ctx, l.store, size); err != nil {
 		return err
 	}
 	if err := l.checkLatestCheckpoint(ctx); err != nil {
 		return err
 	}
 	l.size.Store(size)
-
-	rdsn, err := readerDSN(l.opts.Path, false)
-	if err != nil {
-		return err
-	}
-	if l.rdb, err = sql.Open("sqlite", rdsn); err != nil {
-		return fmt.Errorf("opening store for reading: %w", err)
-	}
-	l.rdb.SetMaxOpenConns(DefaultReadConns)
-	if l.recordRows, err = newRowInserter(ctx, l.wconn, `INSERT OR ROLLBACK INTO records (idx, leaf, data) VALUES `); err != nil {
-		return err
-	}
-	if l.nodeRows, err = newRowInserter(ctx, l.wconn, `INSERT OR ROLLBACK INTO nodes (level, idx, hash) VALUES `); err != nil {
-		return err
-	}
+	l.reads = l.store.reader()
 	return nil
-}
-
-func (l *Log) initSchema(ctx context.Context) error {
-	return l.inTx(ctx, func() error {
-		if _, err := l.wconn.ExecContext(ctx, schema); err != nil {
-			return fmt.Errorf("creating schema: %w", err)
-		}
-		for _, kv := range [][2]string{{"format", formatVersion}, {"origin", l.opts.Origin}} {
-			var have string
-			err := l.wconn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, kv[0]).Scan(&have)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				if _, err := l.wconn.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)`, kv[0], kv[1]); err != nil {
-					return fmt.Errorf("writing %s: %w", kv[0], err)
-				}
-			case err != nil:
-				return fmt.Errorf("reading %s: %w", kv[0], err)
-			case have != kv[1]:
-				return fmt.Errorf("store has %s %q, want %q", kv[0], have, kv[1])
-			}
-		}
-		return nil
-	})
-}
-
-// inTx runs fn in an immediate transaction on the writer connection.
-func (l *Log) inTx(ctx context.Context, fn func() error) error {
-	if _, err := l.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return fmt.Errorf("beginning transaction: %w", err)
-	}
-	if err := fn(); err != nil {
-		l.rollback()
-		return err
-	}
-	if _, err := l.wconn.ExecContext(ctx, `COMMIT`); err != nil {
-		l.rollback()
-		return fmt.Errorf("committing transaction: %w", err)
-	}
-	return nil
-}
-
-// rollback ends a failed transaction. SQLite may already have rolled it back (disk full, I/O
-// error), in which case ROLLBACK reports that no transaction is active; either way none is left.
-func (l *Log) rollback() {
-	_, _ = l.wconn.ExecContext(context.Background(), `ROLLBACK`)
 }
 
 // checkLatestCheckpoint refuses a store that does not reach, or does not hash to, its newest
-// checkpoint. Signatures are Verify's job: Open holds only the signer.
+// checkpoint, or whose newest checkpoint another key signed. Verifying the signature is Verify's
+// job: Open holds only the signer, so it compares the signature's key name and hash.
 func (l *Log) checkLatestCheckpoint(ctx context.Context) error {
-	ck, err := latestCheckpoint(ctx, l.wconn)
+	ck, err := latestCheckpoint(ctx, l.store)
 	if err != nil || ck == nil {
 		return err
 	}
@@ -275,7 +213,11 @@ func (l *Log) checkLatestCheckpoint(ctx context.Context) error {
 	if size > l.tree.size {
 		return fmt.Errorf("%w: store holds %d records but was checkpointed at %d (truncated)", ErrCorrupt, l.tree.size, size)
 	}
-	got, err := readRange(ctx, l.wconn, 0, size)
+	if !signedBy(ck.note[end+2:], l.opts.Signer) {
+		return fmt.Errorf("checkpoint at size %d was not signed by key %s+%08x: refusing to continue the log under another key",
+			size, l.opts.Signer.Name(), l.opts.Signer.KeyHash())
+	}
+	got, err := readRange(ctx, l.store, 0, size)
 	if err != nil {
 		return err
 	}
@@ -284,6 +226,23 @@ func (l *Log) checkLatestCheckpoint(ctx context.Context) error {
 	}
 	l.lastCheckpoint, l.hasCheckpoint = size, true
 	return nil
+}
+
+// signedBy reports whether the signature lines of a note carry a signature by s's name and key
+// hash. It does not check the signature itself.
+func signedBy(sigs []byte, s note.Signer) bool {
+	prefix := "\u2014 " + s.Name() + " "
+	for line := range strings.Lines(string(sigs)) {
+		b64, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), prefix)
+		if !ok {
+			continue
+		}
+		sig, err := base64.StdEncoding.DecodeString(b64)
+		if err == nil && len(sig) >= 4 && binary.BigEndian.Uint32(sig) == s.KeyHash() {
+			return true
+		}
+	}
+	return false
 }
 
 // Size returns the number of durable records.
@@ -425,7 +384,8 @@ func (l *Log) commit(batch []*pending) {
 
 // writeBatch writes batch in one transaction. The tree advances only after the commit succeeds.
 func (l *Log) writeBatch(batch []*pending) (uint64, error) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultStoreTimeout)
+	defer cancel()
 	if l.resyncNeeded {
 		if err := l.resync(ctx); err != nil {
 			return 0, err
@@ -434,34 +394,27 @@ func (l *Log) writeBatch(batch []*pending) (uint64, error) {
 	}
 	tree := l.tree.clone()
 	first := tree.size
-	records := l.recordRows.reset()
-	nodes := l.nodeRows.reset()
-	err := l.inTx(ctx, func() error {
-		for i, p := range batch {
-			idx := first + uint64(i)
-			data := withIndex(p.data, idx)
-			leaf := LeafHash(data)
-			if err := records.add(ctx, int64(idx), leaf[:], data); err != nil {
-				return fmt.Errorf("inserting records up to %d: %w", idx, err)
-			}
-			if err := tree.append(leaf, func(n node, h [32]byte) error {
-				if err := nodes.add(ctx, int64(n.level), int64(n.idx), h[:]); err != nil {
-					return fmt.Errorf("inserting nodes up to (level %d, index %d): %w", n.level, n.idx, err)
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
+	records, nodes := l.recordRows[:0], l.nodeRows[:0]
+	defer func() {
+		// The rows hold the batch's encodings; drop them so they do not outlive it.
+		clear(records)
+		clear(nodes)
+		l.recordRows, l.nodeRows = records[:0], nodes[:0]
+	}()
+	for i, p := range batch {
+		idx := first + uint64(i)
+		data := withIndex(p.data, idx)
+		leaf := LeafHash(data)
+		records = append(records, recordRow{idx: int64(idx), leaf: leaf[:], data: data})
+		err := tree.append(leaf, func(n node, h [32]byte) error {
+			nodes = append(nodes, nodeRow{level: int64(n.level), idx: int64(n.idx), hash: h[:]})
+			return nil
+		})
+		if err != nil {
+			return 0, err
 		}
-		if err := records.flush(ctx); err != nil {
-			return fmt.Errorf("inserting records: %w", err)
-		}
-		if err := nodes.flush(ctx); err != nil {
-			return fmt.Errorf("inserting nodes: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
+	}
+	if err := l.store.writeBatch(ctx, records, nodes); err != nil {
 		return 0, err
 	}
 	l.tree = tree
@@ -470,9 +423,9 @@ func (l *Log) writeBatch(batch []*pending) (uint64, error) {
 }
 
 // resync rereads the tree edge after a failed batch, in case a commit reported failure but reached
-// the disk. A store that shrank is refused: records never disappear from a sound log.
+// the store. A store that shrank is refused: records never disappear from a sound log.
 func (l *Log) resync(ctx context.Context) error {
-	size, err := storedSize(ctx, l.wconn)
+	size, err := storedSize(ctx, l.store)
 	if err != nil {
 		return err
 	}
@@ -482,7 +435,7 @@ func (l *Log) resync(ctx context.Context) error {
 	if size < l.tree.size {
 		return fmt.Errorf("%w: store shrank from %d to %d records", ErrCorrupt, l.tree.size, size)
 	}
-	tree, err := loadTree(ctx, l.wconn, size)
+	tree, err := loadTree(ctx, l.store, size)
 	if err != nil {
 		return err
 	}
@@ -494,22 +447,19 @@ func (l *Log) resync(ctx context.Context) error {
 
 // checkpoint signs and stores a checkpoint for the durable size.
 func (l *Log) checkpoint(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultStoreTimeout)
+	defer cancel()
 	size, root := l.tree.size, l.tree.root()
 	msg, err := signCheckpoint(l.opts.Signer, l.opts.Origin, size, root)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	_, err = l.wconn.ExecContext(ctx, `INSERT INTO checkpoints (size, root, note, signed_at) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING`,
-		int64(size), root[:], msg, l.opts.Now().UTC().Format(time.RFC3339Nano))
+	stored, err := l.store.putCheckpoint(ctx, checkpointRow{size: int64(size), root: root[:], note: msg}, l.opts.Now())
 	if err != nil {
 		return nil, fmt.Errorf("storing checkpoint at size %d: %w: %w", size, ErrUnavailable, err)
 	}
 	// A checkpoint already stored at this size must be for the same root: anything else means the
-	// file was changed under us, and a second root for one size is a fork.
-	var stored []byte
-	if err := l.wconn.QueryRowContext(ctx, `SELECT root FROM checkpoints WHERE size = ?`, int64(size)).Scan(&stored); err != nil {
-		return nil, fmt.Errorf("reading back checkpoint at size %d: %w: %w", size, ErrUnavailable, err)
-	}
+	// store was changed under us, and a second root for one size is a fork.
 	if !bytes.Equal(stored, root[:]) {
 		return nil, fmt.Errorf("%w: a checkpoint at size %d already names another root", ErrCorrupt, size)
 	}
@@ -558,7 +508,7 @@ func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
 
 // LatestCheckpoint returns the newest stored signed checkpoint, or ErrNoCheckpoint.
 func (l *Log) LatestCheckpoint(ctx context.Context) ([]byte, error) {
-	ck, err := latestCheckpoint(ctx, l.rdb)
+	ck, err := latestCheckpoint(ctx, l.reads)
 	if err != nil {
 		return nil, err
 	}
@@ -575,14 +525,9 @@ func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 	if size > l.Size() || index >= size {
 		return nil, fmt.Errorf("proving index %d in size %d (log size %d): %w", index, size, l.Size(), ErrOutOfRange)
 	}
-	ranges := inclusionRanges(index, size)
-	proof := make([][]byte, len(ranges))
-	for i, r := range ranges {
-		h, err := readRange(ctx, l.rdb, r[0], r[1])
-		if err != nil {
-			return nil, fmt.Errorf("proving index %d in size %d: %w", index, size, err)
-		}
-		proof[i] = h[:]
+	proof, err := readRanges(ctx, l.reads, inclusionRanges(index, size))
+	if err != nil {
+		return nil, fmt.Errorf("proving index %d in size %d: %w", index, size, err)
 	}
 	return proof, nil
 }
@@ -593,72 +538,19 @@ func (l *Log) Entry(ctx context.Context, index uint64) ([]byte, error) {
 	if index >= l.Size() {
 		return nil, fmt.Errorf("reading entry %d (log size %d): %w", index, l.Size(), ErrOutOfRange)
 	}
-	var leaf, data []byte
-	if err := l.rdb.QueryRowContext(ctx, `SELECT leaf, data FROM records WHERE idx = ?`, int64(index)).Scan(&leaf, &data); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("%w: record %d missing", ErrCorrupt, index)
-		}
-		return nil, fmt.Errorf("reading entry %d: %w", index, err)
-	}
-	if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
-		return nil, fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, index)
-	}
-	return data, nil
+	return readEntry(ctx, l.reads, index)
 }
 
 // Records calls fn for each durable record with from <= index < to, in index order (to is clamped to
-// Size()). Every record is checked against its stored leaf hash and must carry its own index; a
-// mismatch stops the walk with an error wrapping ErrCorrupt. An error from fn stops the walk and is
-// returned as is.
+// Size()), reading DefaultReadPage records at a time. Every record is checked against its stored
+// leaf hash and must carry its own index; a mismatch stops the walk with an error wrapping
+// ErrCorrupt. An error from fn stops the walk and is returned as is.
 func (l *Log) Records(ctx context.Context, from, to uint64, fn func(*Record) error) error {
 	to = min(to, l.Size())
 	if from >= to {
 		return nil
 	}
-	rows, err := l.rdb.QueryContext(ctx, `SELECT idx, leaf, data FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, int64(from), int64(to))
-	if err != nil {
-		return fmt.Errorf("reading records %d..%d: %w", from, to, err)
-	}
-	defer rows.Close()
-	next, err := scanRecords(rows, from, fn)
-	if err != nil {
-		return err
-	}
-	if next != to {
-		return fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
-	}
-	return nil
-}
-
-// scanRecords walks rows of (idx, leaf, data) starting at index from, checking each record against
-// its leaf hash and its own index, and returns the index after the last one read.
-func scanRecords(rows *sql.Rows, from uint64, fn func(*Record) error) (uint64, error) {
-	next := from
-	for rows.Next() {
-		var idx int64
-		var leaf, data []byte
-		if err := rows.Scan(&idx, &leaf, &data); err != nil {
-			return next, fmt.Errorf("reading record %d: %w", next, err)
-		}
-		if uint64(idx) != next {
-			return next, fmt.Errorf("%w: record %d missing", ErrCorrupt, next)
-		}
-		if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
-			return next, fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, next)
-		}
-		rec, err := decodeRecord(data, next)
-		if err != nil {
-			return next, fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
-		if err := fn(rec); err != nil {
-			return next, err
-		}
-		next++
-	}
-	if err := rows.Err(); err != nil {
-		return next, fmt.Errorf("reading records from %d: %w", from, err)
-	}
-	return next, nil
+	return walkRecords(ctx, l.reads, int64(from), from, to, fn)
 }
 
 // Close stops accepting appends, commits what is queued, signs a final checkpoint and closes the
@@ -670,28 +562,7 @@ func (l *Log) Close() error {
 		close(l.queue)
 		l.mu.Unlock()
 		<-l.stopped
-		l.closeErr = errors.Join(l.finalErr, l.closeStore())
+		l.closeErr = errors.Join(l.finalErr, l.store.close())
 	})
 	return l.closeErr
-}
-
-func (l *Log) closeStore() error {
-	var errs []error
-	for _, r := range []*rowInserter{l.recordRows, l.nodeRows} {
-		if r != nil {
-			errs = append(errs, r.close())
-		}
-	}
-	if l.wconn != nil {
-		errs = append(errs, l.wconn.Close())
-	}
-	for _, db := range []*sql.DB{l.rdb, l.wdb} {
-		if db != nil {
-			errs = append(errs, db.Close())
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("closing audit store: %w", err)
-	}
-	return nil
 }

@@ -2,39 +2,35 @@ package audit
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
+	"math"
 )
 
-// ReadRecords calls fn for every record of the log file at path, in index order, without opening
-// it for writing (so it works on a stopped gateway's log, or beside a running one). Each record is
-// checked against its stored leaf hash and must carry its own index; a mismatch stops the walk with
-// an error wrapping ErrCorrupt. It does not check checkpoints: that is Verify's job.
+// ReadRecords calls fn for every record of the log at path (a SQLite file or a PostgreSQL URL, as
+// in Options.Path) that was durable when it started, in index order, DefaultReadPage records at a
+// time, without opening the log for writing (so it works on a stopped gateway's log, or beside a
+// running one). Each record is checked against its stored leaf hash and must carry its own index; a
+// mismatch stops the walk with an error wrapping ErrCorrupt. It does not check checkpoints: that is
+// Verify's job.
 func ReadRecords(ctx context.Context, path string, fn func(*Record) error) error {
-	dsn, err := readerDSN(path, true)
+	src, err := openSource(ctx, path)
 	if err != nil {
 		return err
 	}
-	db, err := sql.Open("sqlite", dsn)
+	defer src.close()
+	size, err := storedSize(ctx, src)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", path, err)
+		return err
 	}
-	defer db.Close()
-	rows, err := db.QueryContext(ctx, `SELECT idx, leaf, data FROM records ORDER BY idx`)
-	if err != nil {
-		return fmt.Errorf("reading records of %s: %w", path, err)
-	}
-	defer rows.Close()
-	_, err = scanRecords(rows, 0, fn)
-	return err
+	// Start below index 0, so a stray row there is reported as record 0 missing.
+	return walkRecords(ctx, src, math.MinInt64, 0, size, fn)
 }
 
-// CountRecords returns how many records the log file at path holds, from one indexed read.
+// CountRecords returns how many records the log at path holds, from one indexed read.
 func CountRecords(ctx context.Context, path string) (uint64, error) {
-	db, err := openReadOnly(path)
+	src, err := openSource(ctx, path)
 	if err != nil {
 		return 0, err
 	}
-	defer db.Close()
-	return storedSize(ctx, db)
+	defer src.close()
+	return storedSize(ctx, src)
 }

@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,36 +31,29 @@ type Receipt struct {
 // the gateway runs.
 var ErrNotYetCheckpointed = errors.New("record not yet covered by a checkpoint")
 
-// ReadReceipt builds the receipt for the record at index from the log file at path, against its
-// newest checkpoint. It opens the file read-only, so it works beside a running gateway.
+// ReadReceipt builds the receipt for the record at index from the log at path (a SQLite file or a
+// PostgreSQL URL), against its newest checkpoint. It opens the log read-only, so it works beside a
+// running gateway.
 func ReadReceipt(ctx context.Context, path string, index uint64) (*Receipt, error) {
-	db, err := openReadOnly(path)
+	src, err := openSource(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	defer db.Close()
-	ck, err := latestCheckpoint(ctx, db)
+	defer src.close()
+	ck, err := latestCheckpoint(ctx, src)
 	if err != nil {
 		return nil, err
 	}
 	if ck == nil || ck.size <= index {
 		return nil, fmt.Errorf("receipt for record %d: %w", index, ErrNotYetCheckpointed)
 	}
-	var leaf, data []byte
-	if err := db.QueryRowContext(ctx, `SELECT leaf, data FROM records WHERE idx = ?`, int64(index)).Scan(&leaf, &data); err != nil {
-		return nil, fmt.Errorf("reading record %d: %w", index, err)
+	data, err := readEntry(ctx, src, index)
+	if err != nil {
+		return nil, err
 	}
-	if h := LeafHash(data); !bytes.Equal(h[:], leaf) {
-		return nil, fmt.Errorf("%w: record %d does not match its leaf hash", ErrCorrupt, index)
-	}
-	ranges := inclusionRanges(index, ck.size)
-	proof := make([][]byte, len(ranges))
-	for i, r := range ranges {
-		h, err := readRange(ctx, db, r[0], r[1])
-		if err != nil {
-			return nil, fmt.Errorf("proving record %d: %w", index, err)
-		}
-		proof[i] = h[:]
+	proof, err := readRanges(ctx, src, inclusionRanges(index, ck.size))
+	if err != nil {
+		return nil, fmt.Errorf("proving record %d: %w", index, err)
 	}
 	return &Receipt{Version: ReceiptVersion, Index: index, Record: data, Checkpoint: string(ck.note), Proof: proof}, nil
 }
@@ -88,18 +80,6 @@ func FindExchange(ctx context.Context, path, id, kind string) (uint64, error) {
 }
 
 var errStopWalk = errors.New("stop")
-
-func openReadOnly(path string) (*sql.DB, error) {
-	dsn, err := readerDSN(path, true)
-	if err != nil {
-		return nil, err
-	}
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
-	}
-	return db, nil
-}
 
 // ParseReceipt decodes a receipt strictly and within DefaultMaxReceiptBytes.
 func ParseReceipt(b []byte) (*Receipt, error) {

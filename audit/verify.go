@@ -2,12 +2,12 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
-	"os"
 
 	"golang.org/x/mod/sumdb/note"
 )
@@ -27,12 +27,13 @@ type VerifyReport struct {
 	Unsigned uint64
 }
 
-// Verify checks the SQLite log at path, opened read-only, against verifier v. It recomputes every
-// leaf hash and the tree from the records; checks that record i is stored at index i and carries
-// index i, with no gaps, in canonical encoding; that stored leaf and interior hashes agree with the
-// records; that every checkpoint is signed by v, names the log's origin and has the recomputed root
-// at its size (which proves each checkpoint consistent with the one before); and that the records
-// reach the newest checkpoint's size (no truncation).
+// Verify checks the log at path (a SQLite file or a PostgreSQL URL), read in one read-only
+// transaction, against verifier v. It recomputes every leaf hash and the tree from the records,
+// DefaultReadPage at a time; checks that record i is stored at index i and carries index i, with no
+// gaps, in canonical encoding; that stored leaf and interior hashes agree with the records; that
+// every checkpoint is signed by v, names the log's origin and has the recomputed root at its size
+// (which proves each checkpoint consistent with the one before); and that the records reach the
+// newest checkpoint's size (no truncation).
 //
 // On failure the error wraps ErrVerification and report.FirstBad names the first index from which
 // the stored log is no longer provably intact: the record itself when its data does not match its
@@ -47,43 +48,41 @@ func Verify(ctx context.Context, path string, v note.Verifier, progress func(don
 	if v == nil {
 		return rep, errors.New("verifying audit log: no verifier")
 	}
-	if _, err := os.Stat(path); err != nil {
+	b, err := parseLocation(path)
+	if err != nil {
 		return rep, fmt.Errorf("verifying audit log: %w", err)
 	}
-	dsn, err := readerDSN(path, true)
+	src, err := b.openSource(ctx)
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("verifying audit log %s: %w", b, err)
 	}
-	db, err := sql.Open("sqlite", dsn)
+	defer src.close()
+	snap, err := src.snapshot(ctx)
 	if err != nil {
-		return rep, fmt.Errorf("verifying audit log: opening %s: %w", path, err)
+		return rep, fmt.Errorf("verifying audit log %s: %w", b, err)
 	}
-	defer db.Close()
-	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return rep, fmt.Errorf("verifying audit log: beginning read: %w", err)
-	}
-	defer tx.Rollback()
-	vr := &verifier{ctx: ctx, tx: tx, v: v, rep: &rep, progress: progress,
-		tree: &compactRange{}, stored: &compactRange{}}
+	defer snap.close()
+	vr := &verifier{ctx: ctx, snap: snap, v: v, rep: &rep, progress: progress,
+		tree: &compactRange{}, stored: &compactRange{}, ckFrom: math.MinInt64}
 	if err := vr.run(); err != nil {
-		return rep, fmt.Errorf("verifying audit log %s: %w", path, err)
+		return rep, fmt.Errorf("verifying audit log %s: %w", b, err)
 	}
 	return rep, nil
 }
 
 type verifier struct {
 	ctx      context.Context
-	tx       *sql.Tx
+	snap     snapshot
 	v        note.Verifier
 	origin   string
 	rep      *VerifyReport
 	progress func(uint64)
 
-	tree     *compactRange // from the records' data
-	stored   *compactRange // from the stored leaf hashes
-	nodeStmt *sql.Stmt
-	ckRows   *sql.Rows
+	tree     *compactRange     // from the records' data
+	stored   *compactRange     // from the stored leaf hashes
+	nodes    map[node][]byte   // stored interior nodes the current page of records completes
+	ckPage   []checkpointRow   // checkpoints read but not yet reached
+	ckFrom   int64             // where the next page of checkpoints starts
 	ck       *storedCheckpoint // next checkpoint not yet reached
 	lastGood uint64            // size of the last checkpoint that verified
 }
@@ -110,25 +109,18 @@ func (vr *verifier) fail(ps []problem) error {
 
 func (vr *verifier) run() error {
 	ctx := vr.ctx
-	if err := vr.tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'origin'`).Scan(&vr.origin); err != nil {
-		return fmt.Errorf("reading origin: %w", err)
+	origin, ok, err := vr.snap.meta(ctx, "origin")
+	if err != nil || !ok {
+		return fmt.Errorf("reading origin: %w", cmp.Or(err, errors.New("none stored")))
 	}
-	var format string
-	if err := vr.tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'format'`).Scan(&format); err != nil {
-		return fmt.Errorf("reading format: %w", err)
+	vr.origin = origin
+	format, ok, err := vr.snap.meta(ctx, "format")
+	if err != nil || !ok {
+		return fmt.Errorf("reading format: %w", cmp.Or(err, errors.New("none stored")))
 	}
 	if format != formatVersion {
 		return fmt.Errorf("store format %q, want %q", format, formatVersion)
 	}
-	var err error
-	if vr.nodeStmt, err = vr.tx.PrepareContext(ctx, `SELECT hash FROM nodes WHERE level = ? AND idx = ?`); err != nil {
-		return fmt.Errorf("preparing node lookup: %w", err)
-	}
-	defer vr.nodeStmt.Close()
-	if vr.ckRows, err = vr.tx.QueryContext(ctx, `SELECT size, root, note FROM checkpoints ORDER BY size`); err != nil {
-		return fmt.Errorf("reading checkpoints: %w", err)
-	}
-	defer vr.ckRows.Close()
 	if err := vr.nextCheckpoint(); err != nil {
 		return err
 	}
@@ -136,31 +128,36 @@ func (vr *verifier) run() error {
 		return vr.failOr(ps, err)
 	}
 
-	rows, err := vr.tx.QueryContext(ctx, `SELECT idx, leaf, data FROM records ORDER BY idx`)
-	if err != nil {
-		return fmt.Errorf("reading records: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var idx int64
-		var leaf, data []byte
-		if err := rows.Scan(&idx, &leaf, &data); err != nil {
-			return fmt.Errorf("reading record %d: %w", vr.tree.size, err)
+	// Start below index 0, so a stray row there is reported as record 0 missing.
+	for cursor := int64(math.MinInt64); ; {
+		rows, err := vr.snap.records(ctx, cursor, DefaultReadPage)
+		if err != nil {
+			return fmt.Errorf("reading records from %d: %w", vr.tree.size, err)
 		}
-		ps, err := vr.checkRecord(idx, leaf, data)
-		if err != nil || len(ps) > 0 {
-			return vr.failOr(ps, err)
+		if len(rows) == 0 {
+			break
 		}
-		vr.rep.Entries = vr.tree.size
-		if ps, err = vr.checkCheckpoints(); err != nil || len(ps) > 0 {
-			return vr.failOr(ps, err)
+		if err := vr.readNodes(len(rows)); err != nil {
+			return err
 		}
-		if vr.progress != nil && vr.tree.size%verifyProgressEvery == 0 {
-			vr.progress(vr.tree.size)
+		for _, row := range rows {
+			ps, err := vr.checkRecord(row.idx, row.leaf, row.data)
+			if err != nil || len(ps) > 0 {
+				return vr.failOr(ps, err)
+			}
+			vr.rep.Entries = vr.tree.size
+			if ps, err = vr.checkCheckpoints(); err != nil || len(ps) > 0 {
+				return vr.failOr(ps, err)
+			}
+			if vr.progress != nil && vr.tree.size%verifyProgressEvery == 0 {
+				vr.progress(vr.tree.size)
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading records: %w", err)
+		last := rows[len(rows)-1].idx
+		if last == math.MaxInt64 {
+			break
+		}
+		cursor = last + 1
 	}
 	if vr.progress != nil {
 		vr.progress(vr.tree.size)
@@ -170,12 +167,35 @@ func (vr *verifier) run() error {
 		return vr.fail([]problem{{size, fmt.Sprintf("log truncated: %d records, but a checkpoint covers %d", size, vr.ck.size)}})
 	}
 	vr.rep.Unsigned = size - vr.lastGood
-	var nodes int64
-	if err := vr.tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes`).Scan(&nodes); err != nil {
+	nodes, err := vr.snap.nodeCount(ctx)
+	if err != nil {
 		return fmt.Errorf("counting nodes: %w", err)
 	}
 	if want := size - uint64(bits.OnesCount64(size)); uint64(nodes) != want {
 		return vr.fail([]problem{{size, fmt.Sprintf("nodes table holds %d hashes, %d records need %d", nodes, size, want)}})
+	}
+	return nil
+}
+
+// readNodes reads the stored interior nodes that appending the next n leaves completes, so
+// checkRecord compares against them without a read per node.
+func (vr *verifier) readNodes(n int) error {
+	var want []node
+	for i := vr.stored.size; i < vr.stored.size+uint64(n); i++ {
+		for level := uint(1); (i>>(level-1))&1 == 1; level++ {
+			want = append(want, node{level: level, idx: i >> level})
+		}
+	}
+	got, err := storedHashes(vr.ctx, vr.snap, want)
+	if err != nil {
+		return err
+	}
+	clear(vr.nodes)
+	if vr.nodes == nil {
+		vr.nodes = make(map[node][]byte, len(want))
+	}
+	for i, n := range want {
+		vr.nodes[n] = got[i]
 	}
 	return nil
 }
@@ -215,14 +235,13 @@ func (vr *verifier) checkRecord(idx int64, leaf, data []byte) ([]problem, error)
 		if !nodeOK {
 			return nil
 		}
-		var stored []byte
-		err := vr.nodeStmt.QueryRowContext(vr.ctx, int64(n.level), int64(n.idx)).Scan(&stored)
+		stored, ok := vr.nodes[n]
 		switch {
-		case errors.Is(err, sql.ErrNoRows):
+		case !ok:
+			return fmt.Errorf("node (level %d, index %d) was not read ahead", n.level, n.idx)
+		case stored == nil:
 			ps = append(ps, problem{n.firstLeaf(), fmt.Sprintf("stored node (level %d, index %d) missing", n.level, n.idx)})
 			nodeOK = false
-		case err != nil:
-			return fmt.Errorf("reading node (level %d, index %d): %w", n.level, n.idx, err)
 		case !bytes.Equal(stored, got[:]):
 			ps = append(ps, problem{n.firstLeaf(), fmt.Sprintf("stored node (level %d, index %d) disagrees with records %d..%d",
 				n.level, n.idx, n.firstLeaf(), n.firstLeaf()+(1<<n.level)-1)})
@@ -233,26 +252,30 @@ func (vr *verifier) checkRecord(idx int64, leaf, data []byte) ([]problem, error)
 	return ps, err
 }
 
-// nextCheckpoint advances to the next stored checkpoint, or nil at the end.
+// nextCheckpoint advances to the next stored checkpoint, or nil at the end, reading them
+// DefaultReadPage at a time.
 func (vr *verifier) nextCheckpoint() error {
 	vr.ck = nil
-	if !vr.ckRows.Next() {
-		if err := vr.ckRows.Err(); err != nil {
+	if len(vr.ckPage) == 0 {
+		if vr.ckFrom == math.MaxInt64 {
+			return nil
+		}
+		page, err := vr.snap.checkpoints(vr.ctx, vr.ckFrom, DefaultReadPage)
+		if err != nil {
 			return fmt.Errorf("reading checkpoints: %w", err)
 		}
-		return nil
+		if len(page) == 0 {
+			vr.ckFrom = math.MaxInt64
+			return nil
+		}
+		vr.ckPage = page
+		vr.ckFrom = page[len(page)-1].size + 1
+		if page[len(page)-1].size == math.MaxInt64 {
+			vr.ckFrom = math.MaxInt64 // nothing can follow
+		}
 	}
-	var size int64
-	var root, msg []byte
-	if err := vr.ckRows.Scan(&size, &root, &msg); err != nil {
-		return fmt.Errorf("reading checkpoint: %w", err)
-	}
-	ck := &storedCheckpoint{note: msg, malformed: size < 0 || len(root) != HashSize}
-	if size > 0 {
-		ck.size = uint64(size)
-	}
-	copy(ck.root[:], root)
-	vr.ck = ck
+	vr.ck = toStoredCheckpoint(vr.ckPage[0])
+	vr.ckPage = vr.ckPage[1:]
 	return nil
 }
 

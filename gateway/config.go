@@ -117,9 +117,13 @@ func (v *PolicyVerification) verification() (*policies.Verification, error) {
 
 // AuditConfig selects the audit log.
 type AuditConfig struct {
-	// Path is the SQLite file.
+	// Path is the SQLite file, or a PostgreSQL URL (postgres:// or postgresql://) whose
+	// search_path parameter names the log's schema (default audit.DefaultPostgresSchema), e.g.
+	// postgres://gw1@db.city.example.vn/ztgate?search_path=gw1_audit&sslmode=verify-full. Gateways
+	// sharing a database each need a schema of their own; a log refuses another gateway's origin.
 	Path string `yaml:"path"`
-	// KeyDir holds the checkpoint signing key pair; created with the log on first start.
+	// KeyDir holds the checkpoint signing key pair; created with the log on first start. Default:
+	// the SQLite file's folder; required when Path is a URL (the key stays on the gateway).
 	KeyDir string `yaml:"key_dir"`
 	// Origin names the log in its checkpoints; defaults to the gateway's ID without the scheme.
 	Origin string `yaml:"origin"`
@@ -176,7 +180,9 @@ func (c *Config) resolve(base string) {
 			v.Keys[id] = path
 		}
 	}
-	abs(&c.Audit.Path)
+	if !audit.IsPostgresURL(c.Audit.Path) {
+		abs(&c.Audit.Path)
+	}
 	abs(&c.Audit.KeyDir)
 	abs(&c.Keys.MasterKey)
 	abs(&c.Keys.Dir)
@@ -261,6 +267,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.Path == "" {
 		errs = append(errs, errors.New("audit.path is required"))
+	}
+	if audit.IsPostgresURL(c.Audit.Path) && c.Audit.KeyDir == "" {
+		errs = append(errs, errors.New("audit.key_dir is required when audit.path is a PostgreSQL URL: the log's signing key stays on the gateway, not beside the database"))
 	}
 	for svc := range c.Services {
 		if !serviceName.MatchString(svc) {
@@ -375,9 +384,13 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	keyDir := c.keyDir()
 	signerPath := filepath.Join(keyDir, audit.SignerKeyFile)
 	_, keyErr := os.Stat(signerPath)
-	_, dbErr := os.Stat(c.Audit.Path)
-	if keyErr != nil && dbErr == nil {
-		return nil, fmt.Errorf("audit log %s exists but its signing key %s is missing: refusing to start a log under a new key", c.Audit.Path, signerPath)
+	logExists := fileExists(c.Audit.Path)
+	if keyErr != nil && audit.IsPostgresURL(c.Audit.Path) {
+		_, err := audit.CountRecords(ctx, c.Audit.Path) // fails where no log was made yet
+		logExists = err == nil
+	}
+	if keyErr != nil && logExists {
+		return nil, fmt.Errorf("audit log %s exists but its signing key %s is missing: refusing to start a log under a new key", audit.RedactedLocation(c.Audit.Path), signerPath)
 	}
 	verification, err := c.Policy.Verification.verification()
 	if err != nil {
