@@ -32,6 +32,11 @@ const (
 	// reasons go into every audit record, so a runaway policy must not be
 	// able to bloat the log.
 	DefaultMaxReasons = 64
+
+	// DefaultMaxReasonRule bounds the length of a reason's rule name. It names a rule of the
+	// bundle, such as "lib.health.consent", and goes into every audit record; anything longer
+	// is a policy bug, and the decision is refused as malformed.
+	DefaultMaxReasonRule = 128
 )
 
 // Decider answers whether an exchange or announcement may proceed.
@@ -50,6 +55,9 @@ var _ Decider = (*Engine)(nil)
 type Reason struct {
 	Code    string `json:"code"`
 	Message string `json:"message,omitempty"`
+	// Rule names the policy rule that produced the reason, e.g.
+	// "lib.health.consent"; empty for the engine's own reasons.
+	Rule string `json:"rule,omitempty"`
 }
 
 // Decision is the engine's answer for one Input.
@@ -330,7 +338,7 @@ func evalFailure(ctx context.Context, err error, deadline time.Duration) string 
 }
 
 // parseDecision checks the shape of a policy's result:
-// {"allow": bool, "reasons": [{"code": string, "message": string}], "obligations": {...}}.
+// {"allow": bool, "reasons": [{"code": string, "message": string, "rule": string}], "obligations": {...}}.
 // Anything else is an error, which the caller turns into no decision.
 func parseDecision(v any) (Decision, error) {
 	obj, ok := v.(map[string]any)
@@ -395,6 +403,16 @@ func parseReason(v any) (Reason, error) {
 		r.Message = msg
 	default:
 		return Reason{}, fmt.Errorf("message is %s, want a string", jsonType(msg))
+	}
+	switch rule := obj["rule"].(type) {
+	case nil:
+	case string:
+		if len(rule) > DefaultMaxReasonRule {
+			return Reason{}, fmt.Errorf("rule is %d bytes, more than %d", len(rule), DefaultMaxReasonRule)
+		}
+		r.Rule = rule
+	default:
+		return Reason{}, fmt.Errorf("rule is %s, want a string", jsonType(rule))
 	}
 	return r, nil
 }

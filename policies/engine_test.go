@@ -228,6 +228,16 @@ decision := {"allow": allow, ` + ok + `}`,
 			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "code is missing",
 		},
 		{
+			desc:           "reason rule not a string",
+			policy:         `decision := {"allow": true, "reasons": [{"code": "allowed", "rule": ["ztgate", "allow"]}], "obligations": {}}`,
+			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "rule is an array",
+		},
+		{
+			desc:           "reason rule too long",
+			policy:         `decision := {"allow": true, "reasons": [{"code": "allowed", "rule": concat("", [x | some _ in numbers.range(1, 129); x := "r"])}], "obligations": {}}`,
+			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "more than 128",
+		},
+		{
 			desc:           "reasons not an array",
 			policy:         `decision := {"allow": true, "reasons": "allowed", "obligations": {}}`,
 			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "reasons is a string",
