@@ -642,6 +642,10 @@ func TestInputValueMatchesJSON(t *testing.T) {
 			if err := json.Unmarshal(b, &doc); err != nil {
 				t.Fatal(err)
 			}
+			// The policy sees the time at whole seconds.
+			if c := doc.(map[string]any)["context"].(map[string]any); c["time"] != nil {
+				c["time"] = tc.in.Context.Time.UTC().Truncate(time.Second).Format(time.RFC3339)
+			}
 			// JSON has null for nil maps; the policy sees empty objects.
 			for _, p := range [][2]string{{"source", "attributes"}, {"destination", "labels"}, {"request", "headers"}} {
 				m := doc.(map[string]any)[p[0]].(map[string]any)

@@ -44,7 +44,8 @@ type Request struct {
 }
 
 // Context is where and when the gateway decides. A zero Time is left out of
-// the policy input, so a rule that needs the time is undefined and denies.
+// the policy input, so a rule that needs the time is undefined and denies;
+// otherwise the policy sees it in UTC at whole seconds (see contextTime).
 type Context struct {
 	Time    time.Time `json:"time"`
 	Gateway string    `json:"gateway"`
@@ -106,7 +107,7 @@ func (in *Input) Value() (ast.Value, error) {
 		ast.Item(keyCountry, ast.StringTerm(in.Context.Country)),
 	)
 	if !in.Context.Time.IsZero() {
-		ctxObj.Insert(keyTime, ast.StringTerm(in.Context.Time.UTC().Format(time.RFC3339Nano)))
+		ctxObj.Insert(keyTime, ast.StringTerm(contextTime(in.Context.Time)))
 	}
 
 	return ast.NewObject(
@@ -131,6 +132,16 @@ func (in *Input) Value() (ast.Value, error) {
 		))),
 		ast.Item(keyContext, ast.NewTerm(ctxObj)),
 	), nil
+}
+
+// contextTime is the decision time as the policy sees it: RFC 3339, UTC, truncated to the second.
+// Decisions are cached by the input fields the bundle reads, and a bundle that reads the time (the
+// city's break-glass rule does) makes it part of every key; at nanosecond precision no two decisions
+// would share one. At whole seconds a decision stays reusable for the rest of its second, which no
+// time-boxed grant needs finer. The cache key is built from this same value, so the cache can never
+// answer for an input the policy would see differently.
+func contextTime(t time.Time) string {
+	return t.UTC().Truncate(time.Second).Format(time.RFC3339)
 }
 
 func stringMapTerm(m map[string]string) *ast.Term {
