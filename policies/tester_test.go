@@ -15,15 +15,24 @@ func TestRunTestsCityBundle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunTests: %v", err)
 	}
-	if len(results) < 20 {
-		t.Fatalf("RunTests found %d tests, want the city bundle's 20 or more", len(results))
+	if len(results) < 100 {
+		t.Fatalf("RunTests found %d tests, want the city bundle's 100 or more", len(results))
 	}
+	packages := map[string]bool{}
 	for _, r := range results {
 		if !r.Pass || r.Err != "" {
 			t.Errorf("%s.%s (%s): Pass=%v Err=%q", r.Package, r.Name, r.Location, r.Pass, r.Err)
 		}
-		if r.Package != "data.ztgate.decision_test" || !strings.HasPrefix(r.Name, "test_") {
+		if !strings.HasSuffix(r.Package, "_test") || !strings.HasPrefix(r.Name, "test_") {
 			t.Errorf("unexpected test %s.%s", r.Package, r.Name)
+		}
+		packages[r.Package] = true
+	}
+	// The decision and every library module have their own tests.
+	for _, p := range []string{"ztgate.decision", "lib.catalog", "lib.classification", "lib.ownership", "lib.purpose",
+		"lib.cameras", "lib.forecasting", "lib.minimise", "lib.health", "lib.partners", "lib.break_glass"} {
+		if !packages["data."+p+"_test"] {
+			t.Errorf("no tests in data.%s_test", p)
 		}
 	}
 }
