@@ -254,21 +254,32 @@ func cmdPKIIssue(_ context.Context, env *Env, args []string) error {
 }
 
 func cmdPolicyTest(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "policy test", "[-v] DIR...", "Runs the _test.rego tests of policy bundles with OPA's test runner (the same as `opa test`).")
+	fs := flags(env, "policy test", "[-v] [--coverage [--min PERCENT] [--show-uncovered]] DIR...",
+		`Runs the _test.rego tests of policy bundles with OPA's test runner (the same as `+"`opa test`"+`).
+With --coverage it also reports, per policy file and in total, the share of lines the tests
+evaluated (test files are not counted), and fails when the total is below --min.`)
 	verbose := fs.Bool("v", false, "print every test, not only failures")
+	withCoverage := fs.Bool("coverage", false, "report the lines of policy the tests evaluate")
+	minimum := fs.Float64("min", 0, "fail when total coverage is below this percentage (implies --coverage)")
+	showUncovered := fs.Bool("show-uncovered", false, "list the lines no test evaluated (implies --coverage)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *minimum < 0 || *minimum > 100 {
+		fmt.Fprintln(env.Stderr, "ztgate: --min must be between 0 and 100")
+		return errUsage
 	}
 	paths := fs.Args()
 	if len(paths) == 0 {
 		paths = []string{"policies/city"}
 	}
-	results, err := policies.RunTests(ctx, paths, *verbose)
+	opts := policies.TestOptions{Verbose: *verbose, Coverage: *withCoverage || *minimum > 0 || *showUncovered}
+	rep, err := policies.RunTests(ctx, paths, opts)
 	if err != nil {
 		return err
 	}
 	failed := 0
-	for _, r := range results {
+	for _, r := range rep.Results {
 		if !r.Pass {
 			failed++
 			fmt.Fprintf(env.Stdout, "FAIL %s.%s (%s) %s\n", r.Package, r.Name, r.Duration, r.Err)
@@ -276,14 +287,46 @@ func cmdPolicyTest(ctx context.Context, env *Env, args []string) error {
 			fmt.Fprintf(env.Stdout, "PASS %s.%s (%s)\n", r.Package, r.Name, r.Duration)
 		}
 	}
-	fmt.Fprintf(env.Stdout, "%d tests, %d passed, %d failed\n", len(results), len(results)-failed, failed)
-	if len(results) == 0 {
+	fmt.Fprintf(env.Stdout, "%d tests, %d passed, %d failed\n", len(rep.Results), len(rep.Results)-failed, failed)
+	if rep.Coverage != nil {
+		printCoverage(env, rep.Coverage, *showUncovered)
+	}
+	if len(rep.Results) == 0 {
 		return errors.New("no tests found")
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d policy tests failed", failed)
 	}
+	if rep.Coverage != nil && rep.Coverage.Percent < *minimum {
+		return fmt.Errorf("policy coverage %.1f%% is below --min %g%%", rep.Coverage.Percent, *minimum)
+	}
 	return nil
+}
+
+func printCoverage(env *Env, c *policies.Coverage, showUncovered bool) {
+	fmt.Fprintln(env.Stdout, "coverage (lines of policy the tests evaluate; test files not counted):")
+	tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	line := func(percent float64, covered, notCovered int, name string) {
+		fmt.Fprintf(tw, "%.1f%%\t%d/%d\t\t%s\n", percent, covered, covered+notCovered, name)
+	}
+	for _, f := range c.Files {
+		line(f.Percent, f.Covered, f.NotCovered, f.File)
+	}
+	line(c.Percent, c.Covered, c.NotCovered, "total")
+	tw.Flush()
+	if !showUncovered {
+		return
+	}
+	for _, f := range c.Files {
+		if len(f.Uncovered) == 0 {
+			continue
+		}
+		lines := make([]string, len(f.Uncovered))
+		for i, r := range f.Uncovered {
+			lines[i] = r.String()
+		}
+		fmt.Fprintf(env.Stdout, "not covered: %s: %s\n", f.File, strings.Join(lines, ", "))
+	}
 }
 
 func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {

@@ -79,3 +79,12 @@ test_every_identity_is_well_formed if {
 		i.kind != ""
 	}
 }
+
+test_missing_fields_read_as_empty if {
+	catalog.service_name == "" with input as {}
+	catalog.method == "" with input as {}
+	catalog.path == "" with input as {}
+	catalog.purpose == "" with input as {}
+	catalog.action == "" with input as {}
+	t.codes(catalog.service_denials) == ["unknown_service"] with input as {}
+}

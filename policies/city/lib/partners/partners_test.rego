@@ -106,3 +106,10 @@ test_country_rules_are_well_formed if {
 		count(rules.purposes) > 0
 	}
 }
+
+test_identity_without_country_is_named_unknown if {
+	ds := partners.denials with input as records(t.hospital, "GET", "treatment")
+		with data.catalog.identities["spiffe://hospital-a.example.sg/ehr"] as {"clearance": "restricted"}
+	some d in ds
+	d.message == "health.records may not be transferred to an unknown country"
+}
