@@ -221,14 +221,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	if in == nil {
 		return noDecision(ps.revision, "no input")
 	}
-	// The destination's catalog entry comes from the same bundle that decides, so a reload between
-	// the caller's lookup and this evaluation cannot mix two revisions in one decision.
-	if d, ok := ps.services[in.Destination.Service]; ok {
-		local := *in
-		local.Destination = d
-		local.Destination.Service = in.Destination.Service
-		in = &local
-	}
+	in = withCatalogDestination(ps, in)
 	key, cacheable := ps.use.key(in)
 	if cacheable {
 		if d, ok := ps.cache.get(key); ok {
@@ -243,8 +236,22 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	return d
 }
 
-// evaluate runs the prepared query on in.
-func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input) (d Decision) {
+// withCatalogDestination returns in with its destination as ps's catalog describes it. The entry
+// comes from the same bundle that decides, so a reload between the caller's lookup and the
+// evaluation cannot mix two revisions in one decision.
+func withCatalogDestination(ps *policySet, in *Input) *Input {
+	d, ok := ps.services[in.Destination.Service]
+	if !ok {
+		return in
+	}
+	local := *in
+	local.Destination = d
+	local.Destination.Service = in.Destination.Service
+	return &local
+}
+
+// evaluate runs the prepared query on in; extra options (a tracer, for Explain) go to OPA's Eval.
+func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input, extra ...rego.EvalOption) (d Decision) {
 	value, err := in.Value()
 	if err != nil {
 		return noDecision(ps.revision, err.Error())
@@ -260,11 +267,11 @@ func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input) (d Deci
 	cancelEval := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancelEval.Cancel)
 	defer stop()
-	rs, err := ps.query.Eval(ctx,
+	rs, err := ps.query.Eval(ctx, append([]rego.EvalOption{
 		rego.EvalParsedInput(value),
 		rego.EvalTransaction(ps.txn),
 		rego.EvalExternalCancel(cancelEval),
-	)
+	}, extra...)...)
 	if err == nil {
 		// OPA notices cancellation asynchronously; a result that arrives
 		// after the deadline is still too late.

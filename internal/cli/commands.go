@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -33,6 +35,7 @@ func init() {
 	register("pki token", "issue a one-time join token for one SPIFFE ID", cmdPKIToken)
 	register("pki issue", "issue an SVID directly from the CA (for officers and tests)", cmdPKIIssue)
 	register("policy test", "run a policy bundle's _test.rego tests", cmdPolicyTest)
+	register("policy explain", "decide one exchange and show why: reasons, obligations and the rules that held", cmdPolicyExplain)
 	register("audit verify", "recompute the audit log's Merkle tree and check every checkpoint", cmdAuditVerify)
 	register("demo", "run a whole city on loopback and play a scenario", cmdDemo)
 }
@@ -327,6 +330,95 @@ func printCoverage(env *Env, c *policies.Coverage, showUncovered bool) {
 		}
 		fmt.Fprintf(env.Stdout, "not covered: %s: %s\n", f.File, strings.Join(lines, ", "))
 	}
+}
+
+func cmdPolicyExplain(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "policy explain", "--bundle DIR --input FILE [--format text|json]",
+		`Decides one exchange with a bundle as the gateway would (its known obligations included) and
+explains it: the decision, each reason with the rule that gave it, the obligations, the bundle
+revision, and the rules of the bundle that held on the way, by file and line. The input is the
+document the policy sees, as JSON: action, source, destination, request, context ("-" reads it
+from standard input); unknown fields are errors.`)
+	bundle := fs.String("bundle", "", "policy bundle folder")
+	inputPath := fs.String("input", "", "the exchange's policy input (JSON file, or - for standard input)")
+	format := fs.String("format", "text", "text (for officers) or json")
+	known := fs.String("known-obligations", strings.Join(gateway.KnownObligations, ","),
+		"obligations the gateway can carry out (comma-separated); the default is this build's gateway")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "bundle", "input"); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintln(env.Stderr, "ztgate: --format must be text or json")
+		return errUsage
+	}
+	var r io.Reader = os.Stdin
+	if *inputPath != "-" {
+		f, err := os.Open(*inputPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	in, err := policies.ParseInput(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *inputPath, err)
+	}
+	engine, err := policies.NewEngine(ctx, policies.Options{Bundle: *bundle, KnownObligations: strings.Split(*known, ",")})
+	if err != nil {
+		return err
+	}
+	x, err := engine.Explain(ctx, in)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(x)
+	}
+	printExplanation(env.Stdout, x)
+	return nil
+}
+
+func printExplanation(w io.Writer, x policies.Explanation) {
+	d := x.Decision
+	verdict := "deny"
+	switch {
+	case d.Allow:
+		verdict = "allow"
+	case d.NoDecision:
+		verdict = "deny (no decision)"
+	}
+	fmt.Fprintf(w, "decision: %s\nbundle revision: %s\nreasons:\n", verdict, d.Revision)
+	for _, r := range d.Reasons {
+		rule := r.Rule
+		if rule == "" {
+			rule = "engine"
+		}
+		fmt.Fprintf(w, "  %s (%s): %s\n", r.Code, rule, r.Message)
+		if r.Code == policies.ReasonUnknownObligation {
+			fmt.Fprintln(w, "  (the policy allowed; the gateway refuses obligations it cannot carry out — see --known-obligations)")
+		}
+	}
+	if len(d.Obligations) == 0 {
+		fmt.Fprintln(w, "obligations: none")
+	} else {
+		fmt.Fprintln(w, "obligations:")
+		for _, k := range slices.Sorted(maps.Keys(d.Obligations)) {
+			v, _ := json.Marshal(d.Obligations[k])
+			fmt.Fprintf(w, "  %s: %s\n", k, v)
+		}
+	}
+	fmt.Fprintln(w, "rules that held:")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, h := range x.Rules {
+		fmt.Fprintf(tw, "  %s:%d\t%s\n", h.File, h.Line, h.Rule)
+	}
+	tw.Flush()
 }
 
 func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {
