@@ -48,8 +48,8 @@ func TestExplain(t *testing.T) {
 			wantAllow: true,
 			want: []RuleHit{
 				hit("ztgate.allow", "ztgate/decision.rego", "allow if {"),
-				hit("lib.catalog.trust_domain", "lib/catalog/catalog.rego", "trust_domain if {"),
-				hit("lib.classification.clearance", "lib/classification/classification.rego", "clearance if"),
+				{Rule: "ztgate.borders", File: "ztgate/decision.rego"},
+				{Rule: "ztgate.topics", File: "ztgate/decision.rego"},
 				hit("lib.partners.read_only", "lib/partners/partners.rego", "read_only if input.request.method"),
 				hit("lib.partners.cross_border", "lib/partners/partners.rego", "cross_border if {"),
 				{Rule: "lib.health.consent", File: "lib/health/health.rego"},
@@ -58,12 +58,24 @@ func TestExplain(t *testing.T) {
 			notWant: []string{"ztgate.denials", "lib.purpose.denials", "lib.break_glass.granted", "lib.classification.levels", "ztgate.actions"},
 		},
 		{
+			desc:      "allowed in the city",
+			in:        exchange(idOps, "cadastre.parcels", "GET", "operations"),
+			wantAllow: true,
+			want: []RuleHit{
+				hit("ztgate.allow", "ztgate/decision.rego", "allow if {"),
+				hit("ztgate.borders", "ztgate/decision.rego", "borders if {"),
+				hit("ztgate.topics", "ztgate/decision.rego", "topics if {"),
+			},
+			notWant: []string{"ztgate.denials", "lib.partners.cross_border", "lib.health.consent"},
+		},
+		{
 			desc: "denied for its purpose",
 			in:   exchange(idOps, "cadastre.parcels", "GET", "marketing"),
 			want: []RuleHit{
 				{Rule: "ztgate.denials", File: "ztgate/decision.rego"},
 				{Rule: "ztgate.exchange_denials", File: "ztgate/decision.rego"},
 				hit("lib.purpose.denials", "lib/purpose/purpose.rego", "denials contains {"),
+				hit("lib.catalog.trust_domain", "lib/catalog/catalog.rego", "trust_domain if {"),
 				hit("lib.classification.clearance", "lib/classification/classification.rego", "clearance if"),
 			},
 			notWant: []string{"ztgate.allow", "lib.purpose.allowed"},

@@ -10,8 +10,10 @@
 # The policy is written twice on purpose. allow is a conjunction of the
 # library's positive rules, each undefined (so: deny) when a field it needs is
 # missing from the input or the catalog; it is the only thing that grants
-# access, and it is short enough to evaluate on every exchange. denials
-# explains a deny, one reason per failed condition; it runs only when allow
+# access, and it is short enough to evaluate on every exchange: the checks
+# every exchange needs are written inline, and the library's rules are asked
+# only when an exchange needs them. denials explains a deny through the
+# library's rules, one reason per failed condition; it runs only when allow
 # did not hold. The tests check that the two agree.
 package ztgate
 
@@ -36,17 +38,40 @@ decision := {
 
 default allow := false
 
-# A consumer's exchange: a conjunction of the library's rules, each a single
-# rule reference, evaluated at most once per decision.
+# A consumer's exchange. This runs on every exchange, so it reads the input
+# and the catalog directly and checks inline what always applies: the trust
+# domain (lib.catalog.trust_domain), the clearance
+# (lib.classification.clearance) and the purpose (lib.purpose.allowed). The
+# library's other rules are asked only when the exchange needs them: the
+# partners' rules when it leaves the city's trust domain or country
+# (borders), the camera, forecasting and health rules when the service has
+# cameras or personal data (topics). Each helper rule costs an evaluation of
+# its own; the common exchange needs two.
 allow if {
 	input.action == "exchange"
+	not input.request.headers["ztgate-break-glass"]
+	identity := data.catalog.identities[input.source.spiffe_id]
+	service := data.catalog.services[input.destination.service]
+	input.source.trust_domain != ""
+	startswith(input.source.spiffe_id, concat("", ["spiffe://", input.source.trust_domain, "/"]))
+	classification.levels[service.classification] <= classification.levels[identity.clearance]
+	input.request.purpose in service.purposes
+	borders
+	topics
+}
+
+# A break-glass exchange (lib.break_glass) stands in for the purpose and the
+# patient's consent; everything else still applies. It is rare, so it reads
+# as the library's rules.
+allow if {
+	input.action == "exchange"
+	break_glass.granted
 	catalog.trust_domain
 	classification.clearance
 	partners.read_only
 	partners.cross_border
 	cameras.district
 	forecasting.minimised
-	use
 }
 
 # A provider's expose announcement: only the owner may.
@@ -62,22 +87,42 @@ allow if {
 	catalog.renewal
 }
 
-# use holds when the purpose and the patient's consent allow the exchange, or
-# when a valid break-glass request stands in for both. The header is named
-# literally (it is break_glass.header) so the engine's decision cache keys
-# this one header, not all of them.
-use if {
-	not input.request.headers["ztgate-break-glass"]
-	purpose.allowed
+# borders holds for the city's own sources in the city's country, and
+# otherwise when the partners' rules allow.
+borders if {
+	input.source.trust_domain == data.catalog.trust_domain
+	data.catalog.identities[input.source.spiffe_id].country == data.catalog.country
+}
+
+borders if {
+	partners.read_only
+	partners.cross_border
+}
+
+# topics holds for services without cameras or personal data, and otherwise
+# when the camera, forecasting and health rules allow.
+topics if {
+	service := data.catalog.services[input.destination.service]
+	not service.labels.cameras
+	not service.labels.personal_data
+}
+
+topics if {
+	cameras.district
+	forecasting.minimised
 	health.consent
 	health.research
 }
 
-use if break_glass.granted
-
-reasons := [allowed] if {
+# An allowed exchange's reason is built in place: it is the answer to almost
+# every exchange.
+reasons := [{
+	"code": "allowed",
+	"message": concat(" ", [input.source.spiffe_id, "may", input.action, input.destination.service]),
+	"rule": "ztgate.allow",
+}] if {
 	allow
-	not break_glass.requested
+	not input.request.headers["ztgate-break-glass"]
 } else := [allowed, break_glass.allowed_reason] if {
 	allow
 } else := sort(denials) if {
@@ -90,30 +135,39 @@ reasons := [allowed] if {
 
 allowed := {
 	"code": "allowed",
-	"message": concat(" ", [input.source.spiffe_id, "may", input.action, catalog.service_name]),
+	"message": concat(" ", [input.source.spiffe_id, "may", input.action, input.destination.service]),
 	"rule": "ztgate.allow",
 }
 
 # Obligations the gateway carries out on an allowed exchange. They are only
 # looked at when allow holds, so the source and service are in the catalog.
+# Each is guarded by a cheap test of the input or catalog, so the library's
+# rule runs only when the obligation may apply.
 
 default granted_obligations := {}
 
 granted_obligations := obligations if allow
 
-obligations["audit_note"] := partners.audit_note if input.action == "exchange"
+obligations["audit_note"] := partners.audit_note if {
+	input.action == "exchange"
+	data.catalog.identities[input.source.spiffe_id].country != data.catalog.country
+}
 
-obligations["strip_response_headers"] := partners.response_headers if input.action == "exchange"
+obligations["strip_response_headers"] := partners.response_headers if {
+	input.action == "exchange"
+	input.source.trust_domain != data.catalog.trust_domain
+}
 
 obligations[kind] := value if {
 	input.action == "exchange"
+	data.catalog.services[input.destination.service].minimise
 	count(profiles) > 0
 	some kind, value in minimise.obligations(profiles)
 }
 
 obligations["break_glass"] := break_glass.obligation if {
 	input.action == "exchange"
-	break_glass.requested
+	input.request.headers["ztgate-break-glass"]
 }
 
 # The minimisation profiles an allowed exchange carries.
