@@ -3,6 +3,7 @@ package policies
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -212,5 +213,17 @@ func TestActivateGatesEveryBundle(t *testing.T) {
 	}
 	if len(activated) != 2 || activated[0] != "one" || activated[1] != "two" {
 		t.Fatalf("activated %v", activated)
+	}
+}
+
+// TestCityBundleKeysOneHeader checks that the city bundle reads a single header by name, so the
+// other headers of a request (request IDs, user agents) do not split the decision cache.
+func TestCityBundleKeysOneHeader(t *testing.T) {
+	use := newCityEngine(t).active.Load().use
+	if use.all || use.reads("request", "headers") {
+		t.Fatalf("the city bundle reads every header (%+v); name the header in the rule", use)
+	}
+	if want := []string{"ztgate-break-glass"}; !slices.Equal(use.headers, want) {
+		t.Errorf("headers read by name = %q, want %q", use.headers, want)
 	}
 }
