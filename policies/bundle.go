@@ -66,6 +66,8 @@ type policySet struct {
 	// stamp is a local source's file metadata taken before loading, so a
 	// change made while loading is seen by Watch afterwards.
 	stamp string
+	// base is what OPA put in front of module file names (the bundle's directory, if any).
+	base string
 }
 
 // load verifies (when v is not nil), compiles and prepares the bundle
@@ -165,6 +167,7 @@ func load(ctx context.Context, bf *bundleFiles, source, query string, v *verifie
 		use:      analyseInputUse(compiler.Modules),
 		cache:    &decisionCache{},
 		stamp:    bf.stamp,
+		base:     bf.base,
 	}, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -25,10 +24,15 @@ const DefaultDecisionCacheSize = 16384
 type inputUse struct {
 	all    bool
 	fields map[string]bool // "request.path", "source" (a whole object), ...
+	// headers are the request headers read by name (input.request.headers["x"]), sorted. They are
+	// keyed alone unless the bundle also reads request.headers as a whole: a rule that looks at one
+	// header must not make every request ID or user agent a cache miss.
+	headers []string
 }
 
 func analyseInputUse(modules map[string]*ast.Module) inputUse {
 	u := inputUse{fields: map[string]bool{}}
+	headers := map[string]bool{}
 	for _, m := range modules {
 		ast.WalkRefs(m, func(r ast.Ref) bool {
 			if !r[0].Equal(ast.InputRootDocument) {
@@ -45,14 +49,22 @@ func analyseInputUse(modules map[string]*ast.Module) inputUse {
 					break
 				}
 			}
-			if len(path) == 0 {
+			switch {
+			case len(path) == 0:
 				u.all = true
-			} else {
+			case path[0] == "request" && len(path) == 2 && path[1] == "headers" && len(r) > 3:
+				if name, ok := r[3].Value.(ast.String); ok {
+					headers[string(name)] = true
+				} else {
+					u.fields["request.headers"] = true
+				}
+			default:
 				u.fields[strings.Join(path, ".")] = true
 			}
 			return false
 		})
 	}
+	u.headers = slices.Sorted(maps.Keys(headers))
 	return u
 }
 
@@ -91,7 +103,7 @@ func (u inputUse) key(in *Input) (string, bool) {
 	ok := true
 	ctxTime := ""
 	if !in.Context.Time.IsZero() {
-		ctxTime = in.Context.Time.UTC().Format(time.RFC3339Nano)
+		ctxTime = contextTime(in.Context.Time)
 	}
 	field("action", "", func() { str(in.Action) })
 	field("source", "spiffe_id", func() { str(in.Source.SPIFFEID) })
@@ -112,7 +124,25 @@ func (u inputUse) key(in *Input) (string, bool) {
 	field("request", "method", func() { str(in.Request.Method) })
 	field("request", "path", func() { str(in.Request.Path) })
 	field("request", "purpose", func() { str(in.Request.Purpose) })
-	field("request", "headers", func() { strMap(in.Request.Headers) })
+	switch {
+	case u.reads("request", "headers"):
+		h.Write([]byte{1})
+		strMap(in.Request.Headers)
+	case len(u.headers) > 0:
+		h.Write([]byte{2})
+		for _, name := range u.headers {
+			v, present := in.Request.Headers[name]
+			str(name)
+			if !present {
+				h.Write([]byte{0})
+				continue
+			}
+			h.Write([]byte{1})
+			str(v)
+		}
+	default:
+		h.Write([]byte{0})
+	}
 	field("request", "query", func() { str(in.Request.Query) })
 	field("context", "time", func() { str(ctxTime) })
 	field("context", "gateway", func() { str(in.Context.Gateway) })

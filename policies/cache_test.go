@@ -3,7 +3,9 @@ package policies
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+	"time"
 )
 
 // TestDecisionCacheIsExact checks that the cache never answers for an input that differs in a field
@@ -49,6 +51,45 @@ func TestDecisionCacheIsExact(t *testing.T) {
 			rego:     "package ztgate\n\ndecision := {\"allow\": crypto.sha256(input.request.headers.token) == \"a8100ae6aa1940d0b663bb31cd466142ebbdbd5187131b92d93818987832eb89\", \"reasons\": [{\"code\": \"x\"}]}\n",
 			a:        func(in *Input) { in.Request.Headers = map[string]string{"token": "\xff"} },
 			b:        func(in *Input) { in.Request.Headers = map[string]string{"token": "\xfe"} },
+			wantSame: false, wantEntries: 2,
+		},
+		{
+			desc:     "headers read by name: other headers do not split the cache",
+			rego:     "package ztgate\n\ndecision := {\"allow\": input.request.headers[\"x-role\"] == \"admin\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Headers = map[string]string{"x-role": "admin", "x-request-id": "1"} },
+			b:        func(in *Input) { in.Request.Headers = map[string]string{"x-role": "admin", "x-request-id": "2"} },
+			wantSame: true, wantEntries: 1,
+		},
+		{
+			desc:     "a header read by name: absent and empty differ",
+			rego:     "package ztgate\n\ndefault allow := false\n\nallow if input.request.headers[\"x-flag\"] == \"\"\n\ndecision := {\"allow\": allow, \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Request.Headers = map[string]string{"x-flag": ""} },
+			b:        func(in *Input) { in.Request.Headers = nil },
+			wantSame: false, wantEntries: 2,
+		},
+		{
+			desc: "headers read by name and as a whole: every header is keyed",
+			rego: "package ztgate\n\ndecision := {\"allow\": input.request.headers[\"x-role\"] == \"admin\", \"reasons\": [{\"code\": \"x\"}], \"obligations\": {\"audit_note\": sprintf(\"%d\", [count(input.request.headers)])}}\n",
+			a:    func(in *Input) { in.Request.Headers = map[string]string{"x-role": "admin", "x-request-id": "1"} },
+			b: func(in *Input) {
+				in.Request.Headers = map[string]string{"x-role": "admin", "x-request-id": "2", "x-other": "3"}
+			},
+			wantSame: true, wantEntries: 2,
+		},
+		{
+			desc: "time read: within one second, one evaluation serves both",
+			rego: "package ztgate\n\ndecision := {\"allow\": input.context.time == \"2026-11-24T10:00:00Z\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:    func(in *Input) { in.Context.Time = time.Date(2026, 11, 24, 10, 0, 0, 100, time.UTC) },
+			b: func(in *Input) {
+				in.Context.Time = time.Date(2026, 11, 24, 17, 0, 0, 999999999, time.FixedZone("ICT", 7*3600))
+			},
+			wantSame: true, wantEntries: 1,
+		},
+		{
+			desc:     "time read: another second decides apart",
+			rego:     "package ztgate\n\ndecision := {\"allow\": input.context.time == \"2026-11-24T10:00:00Z\", \"reasons\": [{\"code\": \"x\"}]}\n",
+			a:        func(in *Input) { in.Context.Time = time.Date(2026, 11, 24, 10, 0, 0, 999999999, time.UTC) },
+			b:        func(in *Input) { in.Context.Time = time.Date(2026, 11, 24, 10, 0, 1, 0, time.UTC) },
 			wantSame: false, wantEntries: 2,
 		},
 		{
@@ -172,5 +213,17 @@ func TestActivateGatesEveryBundle(t *testing.T) {
 	}
 	if len(activated) != 2 || activated[0] != "one" || activated[1] != "two" {
 		t.Fatalf("activated %v", activated)
+	}
+}
+
+// TestCityBundleKeysOneHeader checks that the city bundle reads a single header by name, so the
+// other headers of a request (request IDs, user agents) do not split the decision cache.
+func TestCityBundleKeysOneHeader(t *testing.T) {
+	use := newCityEngine(t).active.Load().use
+	if use.all || use.reads("request", "headers") {
+		t.Fatalf("the city bundle reads every header (%+v); name the header in the rule", use)
+	}
+	if want := []string{"ztgate-break-glass"}; !slices.Equal(use.headers, want) {
+		t.Errorf("headers read by name = %q, want %q", use.headers, want)
 	}
 }

@@ -3,8 +3,16 @@
 // catalog data, optional .manifest) from a directory, a bundle tarball or
 // a bundle server, compiles and prepares the decision query once per
 // bundle load, and answers [Engine.Decide] for each [Input] the gateway
-// builds. The city's default bundle, with its Rego tests and service
-// catalog, lives in the city directory beside this package.
+// builds.
+//
+// The city's default bundle lives in the city directory beside this package: a
+// library of Rego modules (city/lib/<topic>, one topic each, with tests and a
+// README for officers) composed by data.ztgate.decision, and its data
+// (catalog, borders, consent, break-glass grants). A decision carries reasons
+// naming the rule that produced them ([Reason.Rule]); [Engine.Explain] decides
+// one input as Decide would, bypassing the cache, and lists the bundle's rules
+// that held, by file and line; [RunTests] runs a bundle's tests and, on
+// request, measures which lines of policy they evaluate.
 //
 // Whatever its source, a bundle is first read into memory within
 // DefaultMaxBundleFiles and DefaultMaxBundleBytes — a tarball's entries

@@ -33,6 +33,11 @@ const (
 	// reasons go into every audit record, so a runaway policy must not be
 	// able to bloat the log.
 	DefaultMaxReasons = 64
+
+	// DefaultMaxReasonRule bounds the length of a reason's rule name. It names a rule of the
+	// bundle, such as "lib.health.consent", and goes into every audit record; anything longer
+	// is a policy bug, and the decision is refused as malformed.
+	DefaultMaxReasonRule = 128
 )
 
 // Decider answers whether an exchange or announcement may proceed.
@@ -51,6 +56,9 @@ var _ Decider = (*Engine)(nil)
 type Reason struct {
 	Code    string `json:"code"`
 	Message string `json:"message,omitempty"`
+	// Rule names the policy rule that produced the reason, e.g.
+	// "lib.health.consent"; empty for the engine's own reasons.
+	Rule string `json:"rule,omitempty"`
 }
 
 // Decision is the engine's answer for one Input.
@@ -296,14 +304,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	if in == nil {
 		return noDecision(ps.revision, "no input")
 	}
-	// The destination's catalog entry comes from the same bundle that decides, so a reload between
-	// the caller's lookup and this evaluation cannot mix two revisions in one decision.
-	if d, ok := ps.services[in.Destination.Service]; ok {
-		local := *in
-		local.Destination = d
-		local.Destination.Service = in.Destination.Service
-		in = &local
-	}
+	in = withCatalogDestination(ps, in)
 	key, cacheable := ps.use.key(in)
 	if cacheable {
 		if d, ok := ps.cache.get(key); ok {
@@ -318,8 +319,22 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	return d
 }
 
-// evaluate runs the prepared query on in.
-func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input) (d Decision) {
+// withCatalogDestination returns in with its destination as ps's catalog describes it. The entry
+// comes from the same bundle that decides, so a reload between the caller's lookup and the
+// evaluation cannot mix two revisions in one decision.
+func withCatalogDestination(ps *policySet, in *Input) *Input {
+	d, ok := ps.services[in.Destination.Service]
+	if !ok {
+		return in
+	}
+	local := *in
+	local.Destination = d
+	local.Destination.Service = in.Destination.Service
+	return &local
+}
+
+// evaluate runs the prepared query on in; extra options (a tracer, for Explain) go to OPA's Eval.
+func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input, extra ...rego.EvalOption) (d Decision) {
 	value, err := in.Value()
 	if err != nil {
 		return noDecision(ps.revision, err.Error())
@@ -335,11 +350,11 @@ func (e *Engine) evaluate(ctx context.Context, ps *policySet, in *Input) (d Deci
 	cancelEval := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancelEval.Cancel)
 	defer stop()
-	rs, err := ps.query.Eval(ctx,
+	rs, err := ps.query.Eval(ctx, append([]rego.EvalOption{
 		rego.EvalParsedInput(value),
 		rego.EvalTransaction(ps.txn),
 		rego.EvalExternalCancel(cancelEval),
-	)
+	}, extra...)...)
 	if err == nil {
 		// OPA notices cancellation asynchronously; a result that arrives
 		// after the deadline is still too late.
@@ -413,7 +428,7 @@ func evalFailure(ctx context.Context, err error, deadline time.Duration) string 
 }
 
 // parseDecision checks the shape of a policy's result:
-// {"allow": bool, "reasons": [{"code": string, "message": string}], "obligations": {...}}.
+// {"allow": bool, "reasons": [{"code": string, "message": string, "rule": string}], "obligations": {...}}.
 // Anything else is an error, which the caller turns into no decision.
 func parseDecision(v any) (Decision, error) {
 	obj, ok := v.(map[string]any)
@@ -478,6 +493,16 @@ func parseReason(v any) (Reason, error) {
 		r.Message = msg
 	default:
 		return Reason{}, fmt.Errorf("message is %s, want a string", jsonType(msg))
+	}
+	switch rule := obj["rule"].(type) {
+	case nil:
+	case string:
+		if len(rule) > DefaultMaxReasonRule {
+			return Reason{}, fmt.Errorf("rule is %d bytes, more than %d", len(rule), DefaultMaxReasonRule)
+		}
+		r.Rule = rule
+	default:
+		return Reason{}, fmt.Errorf("rule is %s, want a string", jsonType(rule))
 	}
 	return r, nil
 }

@@ -118,8 +118,8 @@ func TestCityBundleDecisions(t *testing.T) {
 		{desc: "hospital reads records in an emergency", in: exchange(idHospital, "health.records", "HEAD", "emergency"), wantAllow: true, wantCodes: []string{"allowed"}, wantObligations: crossBorder},
 		{desc: "hospital may not write records", in: exchange(idHospital, "health.records", "PUT", "treatment"), wantCodes: []string{"method_not_allowed"}},
 		{desc: "hospital may not take parcels abroad", in: exchange(idHospital, "cadastre.parcels", "GET", "planning"), wantCodes: []string{"cross_border_not_allowed"}},
-		{desc: "forecast may not see cameras", in: exchange(idForecast, "transport.cameras", "GET", "operations"), wantCodes: []string{"classification_too_high"}},
-		{desc: "forecast may not read records for planning", in: exchange(idForecast, "health.records", "GET", "planning"), wantCodes: []string{"classification_too_high", "purpose_not_allowed"}},
+		{desc: "forecast may not see cameras", in: exchange(idForecast, "transport.cameras", "GET", "operations"), wantCodes: []string{"camera_district_not_assigned", "classification_too_high", "not_minimised"}},
+		{desc: "forecast may not read records for planning", in: exchange(idForecast, "health.records", "GET", "planning"), wantCodes: []string{"classification_too_high", "not_minimised", "purpose_not_allowed"}},
 		{desc: "wrong purpose", in: exchange(idOps, "transport.cameras", "GET", "marketing"), wantCodes: []string{"purpose_not_allowed"}},
 		{desc: "no purpose", in: exchange(idOps, "transport.cameras", "GET", ""), wantCodes: []string{"purpose_not_allowed"}},
 		{desc: "unknown identity", in: exchange("spiffe://city.example.vn/dept/unknown", "cadastre.parcels", "GET", "planning"), wantCodes: []string{"unknown_identity"}},
@@ -161,7 +161,12 @@ func TestCityBundleDecisions(t *testing.T) {
 			if !reflect.DeepEqual(d.Obligations, tc.wantObligations) {
 				t.Errorf("Obligations = %v, want %v", d.Obligations, tc.wantObligations)
 			}
-			if revName(d.Revision) != "city-2026.11.24-1" {
+			for _, r := range d.Reasons {
+				if r.Rule == "" {
+					t.Errorf("reason %q names no rule", r.Code)
+				}
+			}
+			if revName(d.Revision) != "city-2026.11.25-1" {
 				t.Errorf("Revision = %q, want the manifest's", d.Revision)
 			}
 		})
@@ -226,6 +231,16 @@ decision := {"allow": allow, ` + ok + `}`,
 			desc:           "reason without code",
 			policy:         `decision := {"allow": true, "reasons": [{"message": "fine"}], "obligations": {}}`,
 			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "code is missing",
+		},
+		{
+			desc:           "reason rule not a string",
+			policy:         `decision := {"allow": true, "reasons": [{"code": "allowed", "rule": ["ztgate", "allow"]}], "obligations": {}}`,
+			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "rule is an array",
+		},
+		{
+			desc:           "reason rule too long",
+			policy:         `decision := {"allow": true, "reasons": [{"code": "allowed", "rule": concat("", [x | some _ in numbers.range(1, 129); x := "r"])}], "obligations": {}}`,
+			wantNoDecision: true, wantCode: ReasonNoDecision, wantMessage: "more than 128",
 		},
 		{
 			desc:           "reasons not an array",
@@ -581,7 +596,7 @@ func TestService(t *testing.T) {
 		}},
 		{desc: "transport cameras", name: "transport.cameras", wantFound: true, want: Destination{
 			Service: "transport.cameras", Owner: idTransport, Classification: "confidential",
-			Labels: map[string]string{"format": "rtsp-events", "personal_data": "images"},
+			Labels: map[string]string{"format": "rtsp-events", "personal_data": "images", "cameras": "district-path"},
 		}},
 		{desc: "unknown", name: "education.grades"},
 	}
@@ -631,6 +646,10 @@ func TestInputValueMatchesJSON(t *testing.T) {
 			var doc any
 			if err := json.Unmarshal(b, &doc); err != nil {
 				t.Fatal(err)
+			}
+			// The policy sees the time at whole seconds.
+			if c := doc.(map[string]any)["context"].(map[string]any); c["time"] != nil {
+				c["time"] = tc.in.Context.Time.UTC().Truncate(time.Second).Format(time.RFC3339)
 			}
 			// JSON has null for nil maps; the policy sees empty objects.
 			for _, p := range [][2]string{{"source", "attributes"}, {"destination", "labels"}, {"request", "headers"}} {

@@ -1,7 +1,12 @@
 package policies
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -44,7 +49,8 @@ type Request struct {
 }
 
 // Context is where and when the gateway decides. A zero Time is left out of
-// the policy input, so a rule that needs the time is undefined and denies.
+// the policy input, so a rule that needs the time is undefined and denies;
+// otherwise the policy sees it in UTC at whole seconds (see contextTime).
 type Context struct {
 	Time    time.Time `json:"time"`
 	Gateway string    `json:"gateway"`
@@ -58,6 +64,84 @@ type Input struct {
 	Destination Destination `json:"destination"`
 	Request     Request     `json:"request"`
 	Context     Context     `json:"context"`
+}
+
+// DefaultMaxInputBytes bounds an input document read by ParseInput. The gateway's inputs are a few
+// hundred bytes (headers are bounded long before); a megabyte is a wrong file.
+const DefaultMaxInputBytes = 1 << 20
+
+// ParseInput reads the JSON of one Input, the document a policy decides on, as an officer writes
+// it for `ztgate policy explain` or as it is recorded. It is strict: an unknown field, a second
+// document or trailing data is an error, so a misspelt field cannot silently become an empty one.
+func ParseInput(r io.Reader) (*Input, error) {
+	b, err := io.ReadAll(io.LimitReader(r, DefaultMaxInputBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading input: %w", err)
+	}
+	if len(b) > DefaultMaxInputBytes {
+		return nil, fmt.Errorf("input is larger than %d bytes", DefaultMaxInputBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var in Input
+	if err := dec.Decode(&in); err != nil {
+		return nil, inputError(b, dec, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("input: %s: more than one JSON document", position(b, dec.InputOffset()))
+	}
+	return &in, nil
+}
+
+// inputError says where in b decoding failed and, for an unknown field, which fields there are.
+func inputError(b []byte, dec *json.Decoder, err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return errors.New("input: empty; want a JSON object with action, source, destination, request and context")
+	case errors.As(err, &syntax):
+		return fmt.Errorf("input: %s: %v", position(b, syntax.Offset), err)
+	case errors.As(err, &typ):
+		return fmt.Errorf("input: %s: %s is %s, want %s", position(b, typ.Offset), typ.Field, typ.Value, typ.Type)
+	}
+	msg := err.Error()
+	if field, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		where := ""
+		if i := keyOffset(b, field); i >= 0 {
+			where = position(b, int64(i)) + ": "
+		}
+		return fmt.Errorf("input: %sunknown field %s (an input has action, source{spiffe_id, trust_domain, attributes}, destination{service, owner, classification, labels}, request{method, path, purpose, headers, query}, context{time, gateway, country})", where, field)
+	}
+	if strings.HasPrefix(msg, "parsing time ") {
+		return fmt.Errorf("input: context.time: %v (want RFC 3339, e.g. 2026-11-24T10:00:00Z)", err)
+	}
+	return fmt.Errorf("input: %v", err)
+}
+
+// keyOffset finds quoted (a JSON string, as the decoder quotes it) used as an object key in b.
+func keyOffset(b []byte, quoted string) int {
+	for from := 0; ; {
+		i := bytes.Index(b[from:], []byte(quoted))
+		if i < 0 {
+			return -1
+		}
+		i += from
+		rest := bytes.TrimLeft(b[i+len(quoted):], " \t\r\n")
+		if len(rest) > 0 && rest[0] == ':' {
+			return i
+		}
+		from = i + len(quoted)
+	}
+}
+
+// position turns a byte offset into "line L, column C".
+func position(b []byte, offset int64) string {
+	offset = min(max(offset, 0), int64(len(b)))
+	before := b[:offset]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := len(before) - bytes.LastIndexByte(before, '\n')
+	return fmt.Sprintf("line %d, column %d", line, col)
 }
 
 // Input document keys, built once: the input is converted on every
@@ -106,7 +190,7 @@ func (in *Input) Value() (ast.Value, error) {
 		ast.Item(keyCountry, ast.StringTerm(in.Context.Country)),
 	)
 	if !in.Context.Time.IsZero() {
-		ctxObj.Insert(keyTime, ast.StringTerm(in.Context.Time.UTC().Format(time.RFC3339Nano)))
+		ctxObj.Insert(keyTime, ast.StringTerm(contextTime(in.Context.Time)))
 	}
 
 	return ast.NewObject(
@@ -131,6 +215,16 @@ func (in *Input) Value() (ast.Value, error) {
 		))),
 		ast.Item(keyContext, ast.NewTerm(ctxObj)),
 	), nil
+}
+
+// contextTime is the decision time as the policy sees it: RFC 3339, UTC, truncated to the second.
+// Decisions are cached by the input fields the bundle reads, and a bundle that reads the time (the
+// city's break-glass rule does) makes it part of every key; at nanosecond precision no two decisions
+// would share one. At whole seconds a decision stays reusable for the rest of its second, which no
+// time-boxed grant needs finer. The cache key is built from this same value, so the cache can never
+// answer for an input the policy would see differently.
+func contextTime(t time.Time) string {
+	return t.UTC().Truncate(time.Second).Format(time.RFC3339)
 }
 
 func stringMapTerm(m map[string]string) *ast.Term {

@@ -2,6 +2,7 @@ package policies
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -11,19 +12,32 @@ import (
 )
 
 func TestRunTestsCityBundle(t *testing.T) {
-	results, err := RunTests(t.Context(), []string{cityBundle}, false)
+	rep, err := RunTests(t.Context(), []string{cityBundle}, TestOptions{})
 	if err != nil {
 		t.Fatalf("RunTests: %v", err)
 	}
-	if len(results) < 20 {
-		t.Fatalf("RunTests found %d tests, want the city bundle's 20 or more", len(results))
+	results := rep.Results
+	if rep.Coverage != nil {
+		t.Errorf("Coverage = %+v without TestOptions.Coverage", rep.Coverage)
 	}
+	if len(results) < 100 {
+		t.Fatalf("RunTests found %d tests, want the city bundle's 100 or more", len(results))
+	}
+	packages := map[string]bool{}
 	for _, r := range results {
 		if !r.Pass || r.Err != "" {
 			t.Errorf("%s.%s (%s): Pass=%v Err=%q", r.Package, r.Name, r.Location, r.Pass, r.Err)
 		}
-		if r.Package != "data.ztgate.decision_test" || !strings.HasPrefix(r.Name, "test_") {
+		if !strings.HasSuffix(r.Package, "_test") || !strings.HasPrefix(r.Name, "test_") {
 			t.Errorf("unexpected test %s.%s", r.Package, r.Name)
+		}
+		packages[r.Package] = true
+	}
+	// The decision and every library module have their own tests.
+	for _, p := range []string{"ztgate.decision", "lib.catalog", "lib.classification", "lib.ownership", "lib.purpose",
+		"lib.cameras", "lib.forecasting", "lib.minimise", "lib.health", "lib.partners", "lib.break_glass"} {
+		if !packages["data."+p+"_test"] {
+			t.Errorf("no tests in data.%s_test", p)
 		}
 	}
 }
@@ -57,10 +71,11 @@ todo_test_later if false
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			results, err := RunTests(t.Context(), []string{dir}, tc.verbose)
+			rep, err := RunTests(t.Context(), []string{dir}, TestOptions{Verbose: tc.verbose})
 			if err != nil {
 				t.Fatalf("RunTests: %v", err)
 			}
+			results := rep.Results
 			byName := map[string]TestResult{}
 			for _, r := range results {
 				byName[r.Name] = r
@@ -103,7 +118,7 @@ func TestRunTestsRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			if _, err := RunTests(t.Context(), []string{writeBundle(t, tc.files)}, false); err == nil {
+			if _, err := RunTests(t.Context(), []string{writeBundle(t, tc.files)}, TestOptions{}); err == nil {
 				t.Fatal("RunTests succeeded, want an error")
 			}
 		})
@@ -145,12 +160,12 @@ func TestRunTestsAgreesWithOPA(t *testing.T) {
 	}
 	sort.Strings(want)
 
-	results, err := RunTests(t.Context(), []string{cityBundle}, false)
+	rep, err := RunTests(t.Context(), []string{cityBundle}, TestOptions{})
 	if err != nil {
 		t.Fatalf("RunTests: %v", err)
 	}
 	var got []string
-	for _, r := range results {
+	for _, r := range rep.Results {
 		if r.Pass {
 			got = append(got, r.Package+"."+r.Name)
 		}
@@ -161,5 +176,79 @@ func TestRunTestsAgreesWithOPA(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("RunTests passed %q\nopa test passed %q", got, want)
+	}
+}
+
+func TestRunTestsCoverage(t *testing.T) {
+	dir := writeBundle(t, map[string]string{
+		"p/p.rego": `package p
+
+default size := "small"
+
+size := "large" if input.n > 100
+
+size := "huge" if {
+	input.n > 1000
+	input.unit == "t"
+}
+
+shout(s) := upper(s)
+`,
+		"p/p_test.rego": `package p_test
+
+import data.p
+
+test_small if p.size == "small" with input as {"n": 1}
+
+test_large if p.size == "large" with input as {"n": 101}
+`,
+	})
+	for _, verbose := range []bool{false, true} {
+		rep, err := RunTests(t.Context(), []string{dir}, TestOptions{Coverage: true, Verbose: verbose})
+		if err != nil {
+			t.Fatalf("RunTests: %v", err)
+		}
+		for _, r := range rep.Results {
+			if !r.Pass {
+				t.Errorf("%s: %s", r.Name, r.Err)
+			}
+		}
+		c := rep.Coverage
+		if c == nil || len(c.Files) != 1 {
+			t.Fatalf("Coverage = %+v, want the one policy file (tests left out)", c)
+		}
+		f := c.Files[0]
+		if !strings.HasSuffix(f.File, "p/p.rego") {
+			t.Errorf("File = %q", f.File)
+		}
+		want := []LineRange{{First: 7, Last: 9}, {First: 12, Last: 12}}
+		if !slices.Equal(f.Uncovered, want) {
+			t.Errorf("Uncovered = %v, want %v", f.Uncovered, want)
+		}
+		if f.Covered != 2 || f.NotCovered != 4 || c.Covered != 2 || c.NotCovered != 4 {
+			t.Errorf("covered %d/%d, total %d/%d; want 2 covered, 4 not", f.Covered, f.NotCovered, c.Covered, c.NotCovered)
+		}
+		if c.Percent < 33.3 || c.Percent > 33.4 || f.Percent != c.Percent {
+			t.Errorf("Percent = %v (file %v), want 33.3", c.Percent, f.Percent)
+		}
+	}
+}
+
+func TestCityBundleCoverage(t *testing.T) {
+	rep, err := RunTests(t.Context(), []string{cityBundle}, TestOptions{Coverage: true})
+	if err != nil {
+		t.Fatalf("RunTests: %v", err)
+	}
+	if c := rep.Coverage; c.Percent < 90 {
+		for _, f := range c.Files {
+			t.Logf("%5.1f%% %s not covered: %v", f.Percent, f.File, f.Uncovered)
+		}
+		t.Errorf("the city library's tests cover %.1f%% of its lines, want at least 90%%", c.Percent)
+	}
+}
+
+func TestLineRangeString(t *testing.T) {
+	if got := fmt.Sprint([]LineRange{{First: 7, Last: 7}, {First: 9, Last: 12}}); got != "[7 9-12]" {
+		t.Errorf("got %q", got)
 	}
 }

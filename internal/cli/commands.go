@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -33,6 +35,7 @@ func init() {
 	register("pki token", "issue a one-time join token for one SPIFFE ID", cmdPKIToken)
 	register("pki issue", "issue an SVID directly from the CA (for officers and tests)", cmdPKIIssue)
 	register("policy test", "run a policy bundle's _test.rego tests", cmdPolicyTest)
+	register("policy explain", "decide one exchange and show why: reasons, obligations and the rules that held", cmdPolicyExplain)
 	register("audit verify", "recompute the audit log's Merkle tree and check every checkpoint", cmdAuditVerify)
 	register("demo", "run a whole city on loopback and play a scenario", cmdDemo)
 }
@@ -259,21 +262,32 @@ func cmdPKIIssue(_ context.Context, env *Env, args []string) error {
 }
 
 func cmdPolicyTest(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "policy test", "[-v] DIR...", "Runs the _test.rego tests of policy bundles with OPA's test runner (the same as `opa test`).")
+	fs := flags(env, "policy test", "[-v] [--coverage [--min PERCENT] [--show-uncovered]] DIR...",
+		`Runs the _test.rego tests of policy bundles with OPA's test runner (the same as `+"`opa test`"+`).
+With --coverage it also reports, per policy file and in total, the share of lines the tests
+evaluated (test files are not counted), and fails when the total is below --min.`)
 	verbose := fs.Bool("v", false, "print every test, not only failures")
+	withCoverage := fs.Bool("coverage", false, "report the lines of policy the tests evaluate")
+	minimum := fs.Float64("min", 0, "fail when total coverage is below this percentage (implies --coverage)")
+	showUncovered := fs.Bool("show-uncovered", false, "list the lines no test evaluated (implies --coverage)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *minimum < 0 || *minimum > 100 {
+		fmt.Fprintln(env.Stderr, "ztgate: --min must be between 0 and 100")
+		return errUsage
 	}
 	paths := fs.Args()
 	if len(paths) == 0 {
 		paths = []string{"policies/city"}
 	}
-	results, err := policies.RunTests(ctx, paths, *verbose)
+	opts := policies.TestOptions{Verbose: *verbose, Coverage: *withCoverage || *minimum > 0 || *showUncovered}
+	rep, err := policies.RunTests(ctx, paths, opts)
 	if err != nil {
 		return err
 	}
 	failed := 0
-	for _, r := range results {
+	for _, r := range rep.Results {
 		if !r.Pass {
 			failed++
 			fmt.Fprintf(env.Stdout, "FAIL %s.%s (%s) %s\n", r.Package, r.Name, r.Duration, r.Err)
@@ -281,14 +295,135 @@ func cmdPolicyTest(ctx context.Context, env *Env, args []string) error {
 			fmt.Fprintf(env.Stdout, "PASS %s.%s (%s)\n", r.Package, r.Name, r.Duration)
 		}
 	}
-	fmt.Fprintf(env.Stdout, "%d tests, %d passed, %d failed\n", len(results), len(results)-failed, failed)
-	if len(results) == 0 {
+	fmt.Fprintf(env.Stdout, "%d tests, %d passed, %d failed\n", len(rep.Results), len(rep.Results)-failed, failed)
+	if rep.Coverage != nil {
+		printCoverage(env, rep.Coverage, *showUncovered)
+	}
+	if len(rep.Results) == 0 {
 		return errors.New("no tests found")
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d policy tests failed", failed)
 	}
+	if rep.Coverage != nil && rep.Coverage.Percent < *minimum {
+		return fmt.Errorf("policy coverage %.1f%% is below --min %g%%", rep.Coverage.Percent, *minimum)
+	}
 	return nil
+}
+
+func printCoverage(env *Env, c *policies.Coverage, showUncovered bool) {
+	fmt.Fprintln(env.Stdout, "coverage (lines of policy the tests evaluate; test files not counted):")
+	tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	line := func(percent float64, covered, notCovered int, name string) {
+		fmt.Fprintf(tw, "%.1f%%\t%d/%d\t\t%s\n", percent, covered, covered+notCovered, name)
+	}
+	for _, f := range c.Files {
+		line(f.Percent, f.Covered, f.NotCovered, f.File)
+	}
+	line(c.Percent, c.Covered, c.NotCovered, "total")
+	tw.Flush()
+	if !showUncovered {
+		return
+	}
+	for _, f := range c.Files {
+		if len(f.Uncovered) == 0 {
+			continue
+		}
+		lines := make([]string, len(f.Uncovered))
+		for i, r := range f.Uncovered {
+			lines[i] = r.String()
+		}
+		fmt.Fprintf(env.Stdout, "not covered: %s: %s\n", f.File, strings.Join(lines, ", "))
+	}
+}
+
+func cmdPolicyExplain(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "policy explain", "--bundle DIR --input FILE [--format text|json]",
+		`Decides one exchange with a bundle as the gateway would (its known obligations included) and
+explains it: the decision, each reason with the rule that gave it, the obligations, the bundle
+revision, and the rules of the bundle that held on the way, by file and line. The input is the
+document the policy sees, as JSON: action, source, destination, request, context ("-" reads it
+from standard input); unknown fields are errors.`)
+	bundle := fs.String("bundle", "", "policy bundle folder")
+	inputPath := fs.String("input", "", "the exchange's policy input (JSON file, or - for standard input)")
+	format := fs.String("format", "text", "text (for officers) or json")
+	known := fs.String("known-obligations", strings.Join(gateway.KnownObligations, ","),
+		"obligations the gateway can carry out (comma-separated); the default is this build's gateway")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "bundle", "input"); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintln(env.Stderr, "ztgate: --format must be text or json")
+		return errUsage
+	}
+	var r io.Reader = os.Stdin
+	if *inputPath != "-" {
+		f, err := os.Open(*inputPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	in, err := policies.ParseInput(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *inputPath, err)
+	}
+	engine, err := policies.NewEngine(ctx, policies.Options{Bundle: *bundle, KnownObligations: strings.Split(*known, ",")})
+	if err != nil {
+		return err
+	}
+	x, err := engine.Explain(ctx, in)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(x)
+	}
+	printExplanation(env.Stdout, x)
+	return nil
+}
+
+func printExplanation(w io.Writer, x policies.Explanation) {
+	d := x.Decision
+	verdict := "deny"
+	switch {
+	case d.Allow:
+		verdict = "allow"
+	case d.NoDecision:
+		verdict = "deny (no decision)"
+	}
+	fmt.Fprintf(w, "decision: %s\nbundle revision: %s\nreasons:\n", verdict, d.Revision)
+	for _, r := range d.Reasons {
+		rule := r.Rule
+		if rule == "" {
+			rule = "engine"
+		}
+		fmt.Fprintf(w, "  %s (%s): %s\n", r.Code, rule, r.Message)
+		if r.Code == policies.ReasonUnknownObligation {
+			fmt.Fprintln(w, "  (the policy allowed; the gateway refuses obligations it cannot carry out — see --known-obligations)")
+		}
+	}
+	if len(d.Obligations) == 0 {
+		fmt.Fprintln(w, "obligations: none")
+	} else {
+		fmt.Fprintln(w, "obligations:")
+		for _, k := range slices.Sorted(maps.Keys(d.Obligations)) {
+			v, _ := json.Marshal(d.Obligations[k])
+			fmt.Fprintf(w, "  %s: %s\n", k, v)
+		}
+	}
+	fmt.Fprintln(w, "rules that held:")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, h := range x.Rules {
+		fmt.Fprintf(tw, "  %s:%d\t%s\n", h.File, h.Line, h.Rule)
+	}
+	tw.Flush()
 }
 
 func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {

@@ -41,7 +41,7 @@ func TestPolicySigningCommands(t *testing.T) {
 		{desc: "sign without a key", args: []string{"policy", "sign", bundle}, wantCode: 2, wantOut: "--key is required"},
 		{desc: "sign with a public key", args: []string{"policy", "sign", "--key", filepath.Join(keys, "signing.pub"), bundle}, wantCode: 1, wantOut: "want a PRIVATE KEY"},
 		{desc: "sign", args: []string{"policy", "sign", "--key", filepath.Join(keys, "signing.pem"), bundle}, wantOut: "signed " + bundle + " with key "},
-		{desc: "build", args: []string{"policy", "build", "--output", tarball, bundle}, wantOut: "revision city-2026.11.24-1@sha256:"},
+		{desc: "build", args: []string{"policy", "build", "--output", tarball, bundle}, wantOut: "revision city-"},
 		{desc: "build of a folder that does not compile", args: []string{"policy", "build", "--output", filepath.Join(t.TempDir(), "x.tar.gz"), t.TempDir()}, wantCode: 1, wantOut: "holds no files"},
 	}
 	for _, tc := range tests {
