@@ -35,6 +35,8 @@ const DefaultMaxRecordBytes = 64 << 10
 type Reason struct {
 	Code    string `json:"code"`
 	Message string `json:"message,omitempty"`
+	// Rule names the policy rule that produced the reason, e.g. lib.health.consent.
+	Rule string `json:"rule,omitempty"`
 }
 
 // Record is one audit entry. Kinds: "decision", "outcome", "auth" (a handshake/identity rejection),

@@ -136,7 +136,7 @@ func DecisionWord(d policies.Decision) string {
 func auditReasons(rs []policies.Reason) []audit.Reason {
 	out := make([]audit.Reason, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, audit.Reason{Code: r.Code, Message: r.Message})
+		out = append(out, audit.Reason{Code: r.Code, Message: r.Message, Rule: r.Rule})
 	}
 	return out
 }

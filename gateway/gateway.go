@@ -594,7 +594,7 @@ func truncate(s string, n int) string {
 func toWireReasons(rs []policies.Reason) []wire.Reason {
 	out := make([]wire.Reason, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, wire.Reason{Code: r.Code, Message: r.Message})
+		out = append(out, wire.Reason{Code: r.Code, Message: r.Message, Rule: r.Rule})
 	}
 	return out
 }

@@ -173,10 +173,33 @@ func TestShadowRolloutReplayAndShred(t *testing.T) {
 		}
 	}
 
+	// Explain a recorded exchange from its sealed input: what was decided then, and why the
+	// candidate refuses it now, by rule.
+	var embargoedExchange string
+	for _, rec := range c.records() {
+		if rec.Kind == audit.KindDecision && rec.Shadow != nil && rec.Shadow.Decision == "deny" && strings.HasPrefix(rec.PolicyRevision, "enforced-1@") {
+			embargoedExchange = rec.Exchange
+			break
+		}
+	}
+	explained := mustRun(t, "policy", "explain", "--config", c.cfgPath, "--exchange", embargoedExchange, "--bundle", candidate)
+	for _, want := range []string{"recorded: allow (allowed) under enforced-1@", "case_embargoed"} {
+		if !strings.Contains(explained, want) {
+			t.Errorf("explain --exchange lacks %q:\n%s", want, explained)
+		}
+	}
+	asJSON := mustRun(t, "policy", "explain", "--config", c.cfgPath, "--exchange", embargoedExchange, "--bundle", candidate, "--format", "json")
+	if !strings.Contains(asJSON, `"x-case": "secret-case-4711"`) {
+		t.Errorf("explain --exchange --format json does not show the opened input:\n%s", asJSON)
+	}
+
 	// Crypto-shredding: the inputs become unreadable for good, the log still verifies.
 	tomorrow := time.Now().UTC().Add(24 * time.Hour).Format(time.DateOnly)
 	if out := mustRun(t, "audit", "shred", "--config", c.cfgPath, "--before", tomorrow); !strings.Contains(out, "shredded input-") {
 		t.Fatalf("shred: %s", out)
+	}
+	if out, err := run("policy", "explain", "--config", c.cfgPath, "--exchange", embargoedExchange, "--bundle", candidate); err == nil || !strings.Contains(out, "shredded") {
+		t.Errorf("explain of a shredded input: %v %s", err, out)
 	}
 	out = mustRun(t, "policy", "replay", "--config", c.cfgPath, "--bundle", candidate, "--json")
 	rep = replayReport{}

@@ -209,6 +209,9 @@ type Hello struct {
 type Reason struct {
 	Code    string `json:"code"`
 	Message string `json:"message,omitempty"`
+	// Rule names the policy rule that produced the reason, so a consumer can tell an officer which
+	// rule refused it.
+	Rule string `json:"rule,omitempty"`
 }
 
 // Refusal says why one announced service was refused.

@@ -22,7 +22,9 @@ import (
 	httpadapter "github.com/ztgate/ztgate/adapters/http"
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/internal/replay"
 	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
 )
 
@@ -338,39 +340,64 @@ func printCoverage(env *Env, c *policies.Coverage, showUncovered bool) {
 }
 
 func cmdPolicyExplain(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "policy explain", "--bundle DIR --input FILE [--format text|json]",
+	fs := flags(env, "policy explain", "(--input FILE | --exchange ID (--config FILE | --db FILE --master-key FILE --keyring DIR)) [--bundle DIR] [--format text|json]",
 		`Decides one exchange with a bundle as the gateway would (its known obligations included) and
 explains it: the decision, each reason with the rule that gave it, the obligations, the bundle
 revision, and the rules of the bundle that held on the way, by file and line. The input is the
 document the policy sees, as JSON: action, source, destination, request, context ("-" reads it
-from standard input); unknown fields are errors.`)
-	bundle := fs.String("bundle", "", "policy bundle folder")
+from standard input); unknown fields are errors. With --exchange, the input is the one sealed in
+that exchange's decision record, opened with the gateway's keys, and the recorded decision is
+shown beside today's; --bundle then defaults to the gateway's configured bundle.`)
+	bundle := fs.String("bundle", "", "policy bundle folder, tarball or URL")
 	inputPath := fs.String("input", "", "the exchange's policy input (JSON file, or - for standard input)")
+	exchange := fs.String("exchange", "", "explain a recorded exchange (the Ztgate-Exchange-Id response header)")
 	format := fs.String("format", "text", "text (for officers) or json")
 	known := fs.String("known-obligations", strings.Join(gateway.KnownObligations, ","),
 		"obligations the gateway can carry out (comma-separated); the default is this build's gateway")
+	lk := logAndKeysFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := required(fs, "bundle", "input"); err != nil {
-		return err
+	if (*inputPath == "") == (*exchange == "") {
+		fmt.Fprintln(env.Stderr, "ztgate: give one of --input and --exchange")
+		return errUsage
 	}
 	if *format != "text" && *format != "json" {
 		fmt.Fprintln(env.Stderr, "ztgate: --format must be text or json")
 		return errUsage
 	}
-	var r io.Reader = os.Stdin
-	if *inputPath != "-" {
-		f, err := os.Open(*inputPath)
-		if err != nil {
+	var in *policies.Input
+	var recorded *audit.Record
+	if *exchange != "" {
+		if *bundle == "" && *lk.config != "" {
+			c, err := gateway.LoadConfig(*lk.config)
+			if err != nil {
+				return err
+			}
+			*bundle = c.Policy.Bundle
+		}
+		var err error
+		if in, recorded, err = recordedInput(ctx, lk, *exchange); err != nil {
 			return err
 		}
-		defer f.Close()
-		r = f
+	} else {
+		var r io.Reader = os.Stdin
+		if *inputPath != "-" {
+			f, err := os.Open(*inputPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		var err error
+		if in, err = policies.ParseInput(r); err != nil {
+			return fmt.Errorf("%s: %w", *inputPath, err)
+		}
 	}
-	in, err := policies.ParseInput(r)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *inputPath, err)
+	if *bundle == "" {
+		fmt.Fprintln(env.Stderr, "ztgate: --bundle is required")
+		return errUsage
 	}
 	engine, err := policies.NewEngine(ctx, policies.Options{Bundle: *bundle, KnownObligations: strings.Split(*known, ",")})
 	if err != nil {
@@ -383,10 +410,51 @@ from standard input); unknown fields are errors.`)
 	if *format == "json" {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
+		if recorded != nil {
+			return enc.Encode(struct {
+				Recorded    *audit.Record        `json:"recorded"`
+				Input       *policies.Input      `json:"input"`
+				Explanation policies.Explanation `json:"explanation"`
+			}{recorded, in, x})
+		}
 		return enc.Encode(x)
+	}
+	if recorded != nil {
+		var codes []string
+		for _, r := range recorded.Reasons {
+			codes = append(codes, r.Code)
+		}
+		fmt.Fprintf(env.Stdout, "exchange %s (record %d, %s): %s %s %s by %s, purpose %s\n", recorded.Exchange, recorded.Index,
+			recorded.Time.Format(time.RFC3339), recorded.Method, recorded.Service, recorded.Path, recorded.Source, recorded.Purpose)
+		fmt.Fprintf(env.Stdout, "recorded: %s (%s) under %s\n\nnow:\n", recorded.Decision, strings.Join(codes, ","), recorded.PolicyRevision)
 	}
 	printExplanation(env.Stdout, x)
 	return nil
+}
+
+// recordedInput opens the policy input sealed in an exchange's decision record.
+func recordedInput(ctx context.Context, lk logAndKeys, exchange string) (*policies.Input, *audit.Record, error) {
+	db, ring, err := lk.open()
+	if err != nil {
+		return nil, nil, err
+	}
+	idx, err := audit.FindExchange(ctx, db, exchange, audit.KindDecision)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := audit.ReadReceipt(ctx, db, idx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rec audit.Record
+	if err := json.Unmarshal(r.Record, &rec); err != nil {
+		return nil, nil, fmt.Errorf("decoding record %d: %w", idx, err)
+	}
+	in, err := replay.Input(&rec, keyring.NewSealer(ring))
+	if err != nil {
+		return nil, nil, fmt.Errorf("exchange %s: %w", exchange, err)
+	}
+	return in, &rec, nil
 }
 
 func printExplanation(w io.Writer, x policies.Explanation) {
