@@ -7,14 +7,17 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +42,7 @@ const (
 	CadastreID  = "spiffe://city.example.vn/dept/cadastre"
 	TransportID = "spiffe://city.example.vn/dept/transport"
 	OpsID       = "spiffe://city.example.vn/ops/center"
+	EmergencyID = "spiffe://city.example.vn/dept/health/emergency"
 	ForecastID  = "spiffe://city.example.vn/forecast/sim"
 	HospitalID  = "spiffe://hospital-a.example.sg/ehr"
 )
@@ -58,6 +62,10 @@ type Step struct {
 	Who, Service, Method, Path, Purpose string
 	WantStatus                          int
 	WantReason                          string // a reason code the city expects (from the response or, for refused handshakes, the audit log)
+	// WantBody, when set, checks the body the consumer received (e.g. that it was minimised).
+	WantBody func(body []byte) error
+	// Header is sent with the request (e.g. a break-glass justification).
+	Header map[string]string
 	// filled in
 	Status     int
 	AuditIndex string
@@ -142,6 +150,20 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			auth = append(auth, r)
 		}
 	}
+	// An allowed response carries no reasons; the decision record has them (allowed, break_glass).
+	byIndex := map[string]*audit.Record{}
+	for _, r := range res.Records {
+		byIndex[strconv.FormatUint(r.Index, 10)] = r
+	}
+	for _, s := range steps {
+		if r := byIndex[s.AuditIndex]; r != nil && s.Status > 0 && s.Status < 400 && r.Kind == audit.KindDecision {
+			var codes []string
+			for _, x := range r.Reasons {
+				codes = append(codes, x.Code)
+			}
+			s.Reason = strings.Join(codes, ",")
+		}
+	}
 	for _, s := range steps {
 		if s.Status == 0 && len(auth) > 0 {
 			s.Reason, s.AuditIndex = auth[0].Reasons[0].Code, strconv.FormatUint(auth[0].Index, 10)
@@ -161,7 +183,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 }
 
 func (s *Step) ok() bool {
-	if s.Status != s.WantStatus {
+	if s.Status != s.WantStatus || s.Err != "" && s.Status != 0 {
 		return false
 	}
 	for _, r := range strings.Split(s.Reason, ",") {
@@ -192,6 +214,11 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 	if bundle == "" {
 		bundle = filepath.Join(c.dir, "policy")
 		if err := policies.WriteDefaultBundle(bundle); err != nil {
+			return err
+		}
+		// The library's break-glass grants are dated; the demo's emergency clinician holds one for
+		// the hours around now, so the break-glass step works on any day.
+		if err := writeDemoGrant(filepath.Join(bundle, "break_glass", "data.json"), time.Now()); err != nil {
 			return err
 		}
 	}
@@ -225,6 +252,10 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	transportURL, err := serveBackend(ctx, "transport")
+	if err != nil {
+		return err
+	}
 
 	// Health enrols with a one-time join token, as a new department would.
 	tok, err := c.caCity.NewJoinToken(spiffeid.RequireFromString(HealthID), 5*time.Minute)
@@ -243,6 +274,18 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 	}, true); err != nil {
 		return err
 	}
+	if err := c.startConnector(ctx, "transport-trips", &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: TransportID,
+		Expose: map[string]httpadapter.Expose{"transport.card-trips": {URL: transportURL}},
+	}, true); err != nil {
+		return err
+	}
+	if err := c.startConnector(ctx, "emergency", &httpadapter.Config{
+		Gateway: c.gwAddr, SPIFFEID: EmergencyID,
+		Consume: []httpadapter.Consume{{Listen: "127.0.0.1:0", Service: "health.records", Purpose: "emergency"}},
+	}, true); err != nil {
+		return err
+	}
 	if err := c.startConnector(ctx, "ops", &httpadapter.Config{
 		Gateway: c.gwAddr, SPIFFEID: OpsID,
 		Consume: []httpadapter.Consume{{Listen: "127.0.0.1:0", Service: "cadastre.parcels", Purpose: "operations"}},
@@ -254,6 +297,7 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 		Consume: []httpadapter.Consume{
 			{Listen: "127.0.0.1:0", Service: "cadastre.parcels", Purpose: "planning"},
 			{Listen: "127.0.0.1:0", Service: "health.records", Purpose: "treatment"},
+			{Listen: "127.0.0.1:0", Service: "transport.card-trips", Purpose: "planning"},
 		},
 	}, true)
 }
@@ -380,6 +424,11 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		s.Status = resp.StatusCode
+		if s.WantBody != nil && resp.StatusCode < 400 {
+			if err := s.WantBody(body); err != nil {
+				s.Err = err.Error()
+			}
+		}
 		s.AuditIndex = resp.Header.Get(gateway.HeaderAuditIndex)
 		if resp.StatusCode >= 400 {
 			var e wire.Error
@@ -397,11 +446,14 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 			s.Reason = "allowed"
 		}
 	}
-	viaConnect := func(who, port, path, purpose string) func() (*http.Response, error) {
+	viaConnect := func(who, port, path, purpose string, hdr ...string) func() (*http.Response, error) {
 		return func() (*http.Response, error) {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.ports[port]+path, nil)
 			if purpose != "" {
 				req.Header.Set(gateway.HeaderPurpose, purpose)
+			}
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
 			}
 			return http.DefaultClient.Do(req)
 		}
@@ -419,6 +471,10 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 		viaConnect("forecast", "forecast/cadastre.parcels", "/parcels/q1-0042", ""))
 	run(&Step{Who: "forecast/sim", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 403, WantReason: "classification_too_high"},
 		viaConnect("forecast", "forecast/health.records", "/Patient/123", ""))
+	run(&Step{Who: "forecast/sim", Service: "transport.card-trips", Method: "GET", Path: "/trips", Purpose: "planning", WantStatus: 200, WantReason: "allowed", WantBody: minimisedTrips},
+		viaConnect("forecast", "forecast/transport.card-trips", "/trips", ""))
+	run(&Step{Who: "dept/health/emergency", Service: "health.records", Method: "GET", Path: "/Patient/555", Purpose: "emergency", WantStatus: 200, WantReason: "break_glass"},
+		viaConnect("emergency", "emergency/health.records", "/Patient/555", "", gateway.HeaderBreakGlass, "unconscious patient in the emergency room, bed 4"))
 	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantReason: "allowed"},
 		viaH3(hospClient, "health.records", "/Patient/123", "treatment"))
 	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "marketing", WantStatus: 403, WantReason: "purpose_not_allowed"},
@@ -430,6 +486,49 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 	run(&Step{Who: "ops/center (unknown CA)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0, WantReason: "bad_chain"},
 		viaH3(rogueClient, "cadastre.parcels", "/parcels/q1-0042", "operations"))
 	return steps, nil
+}
+
+// minimisedTrips checks that the forecasting service got the card trips as the policy requires:
+// holders' names, phones and addresses dropped, card numbers replaced by stable pseudonyms.
+func minimisedTrips(body []byte) error {
+	var trips []map[string]any
+	if err := json.Unmarshal(body, &trips); err != nil {
+		return fmt.Errorf("minimised body is not JSON: %w", err)
+	}
+	if len(trips) != 3 {
+		return fmt.Errorf("got %d trips, want 3", len(trips))
+	}
+	for _, t := range trips {
+		for _, k := range []string{"holder_name", "holder_phone", "holder_address"} {
+			if _, ok := t[k]; ok {
+				return fmt.Errorf("%s was not dropped", k)
+			}
+		}
+		if id, _ := t["card_id"].(string); id == "" || strings.HasPrefix(id, "HCMC-") {
+			return fmt.Errorf("card_id %v was not pseudonymised", t["card_id"])
+		}
+	}
+	if trips[0]["card_id"] != trips[2]["card_id"] || trips[0]["card_id"] == trips[1]["card_id"] {
+		return errors.New("pseudonyms are not one per card")
+	}
+	return nil
+}
+
+// writeDemoGrant gives the demo's emergency clinician a break-glass grant from an hour before now
+// to eight hours after, in the bundle's break-glass data.
+func writeDemoGrant(path string, now time.Time) error {
+	grants := map[string]any{"grants": map[string]any{
+		EmergencyID: map[string]any{
+			"not_before": now.Add(-time.Hour).UTC().Format(time.RFC3339),
+			"not_after":  now.Add(8 * time.Hour).UTC().Format(time.RFC3339),
+			"services":   []string{"health.records"},
+		},
+	}}
+	data, err := json.MarshalIndent(grants, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 func (c *city) h3Client(svid *pki.SVID) *http.Client {
@@ -508,6 +607,14 @@ func printRecords(out io.Writer, res *Result) {
 		var detail string
 		if r.Kind == "outcome" {
 			detail = fmt.Sprintf("status %d, %d bytes out, %dµs", r.Status, r.ResponseBytes, r.DurationMicros)
+			if len(r.ObligationsApplied) > 0 {
+				keys := slices.Sorted(maps.Keys(r.ObligationsApplied))
+				var parts []string
+				for _, k := range keys {
+					parts = append(parts, fmt.Sprintf("%s %d", k, r.ObligationsApplied[k]))
+				}
+				detail += fmt.Sprintf(", minimised to %d bytes (%s)", r.DeliveredBytes, strings.Join(parts, ", "))
+			}
 			if r.Error != "" {
 				detail += ", " + r.Error
 			}
