@@ -12,7 +12,7 @@ import (
 	"github.com/tink-crypto/tink-go/v2/aead"
 )
 
-func newRing(t *testing.T) (*Keyring, string) {
+func newRing(t testing.TB) (*Keyring, string) {
 	t.Helper()
 	dir := t.TempDir()
 	kek, err := LoadOrCreateLocalKEK(filepath.Join(dir, MasterKeyFile))

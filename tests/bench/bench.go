@@ -14,6 +14,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,10 @@ type Topology struct {
 	Name   string
 	URL    string
 	Client *http.Client
+	// Want is the body length every response must have; -1 accepts any length but none.
+	Want int64
 
+	bytes   atomic.Int64
 	closers []func() error // run in reverse order by Close
 	once    sync.Once
 	err     error
@@ -111,11 +115,15 @@ func (t *Topology) Do(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: reading body: %w", t.Name, err)
 	}
-	if resp.StatusCode != http.StatusOK || n != BodySize {
-		return fmt.Errorf("%s: status %d, %d body bytes; want 200 and %d", t.Name, resp.StatusCode, n, BodySize)
+	if resp.StatusCode != http.StatusOK || t.Want >= 0 && n != t.Want || t.Want < 0 && n == 0 {
+		return fmt.Errorf("%s: status %d, %d body bytes; want 200 and %d", t.Name, resp.StatusCode, n, t.Want)
 	}
+	t.bytes.Add(n)
 	return nil
 }
+
+// Bytes is how many body bytes Do has read so far.
+func (t *Topology) Bytes() int64 { return t.bytes.Load() }
 
 // Start starts the named topology with its state under dir.
 func Start(name, dir string) (*Topology, error) {
@@ -130,15 +138,20 @@ func Start(name, dir string) (*Topology, error) {
 
 // startBackend serves Body over plain HTTP on loopback.
 func startBackend(t *Topology) (string, error) {
+	return serveBody(t, "application/octet-stream", Body)
+}
+
+// serveBody serves one body with a content type over plain HTTP on loopback.
+func serveBody(t *Topology, contentType string, body []byte) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Header().Set("Content-Length", fmt.Sprint(BodySize))
-			_, _ = w.Write(Body)
+			w.Header().Set("Content-Type", contentType)
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			_, _ = w.Write(body)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -188,7 +201,28 @@ func h3Client(t *Topology, ca *pki.CA, b *pki.TrustBundles, id, serverID string)
 // under dir), a provider connector for cadastre.parcels and its backend, and returns a consumer
 // client for spiffe://city.example.vn/ops/center.
 func StartZtgate(dir string) (topo *Topology, err error) {
-	t := &Topology{Name: NameZtgate}
+	return StartZtgateWith(dir, ZtgateOptions{})
+}
+
+// ZtgateOptions vary the ztgate topology: another bundle, another body.
+type ZtgateOptions struct {
+	Name        string // topology name; NameZtgate when empty
+	Bundle      string // policy bundle folder; the city's default when empty
+	Body        []byte // what the backend answers; Body when nil
+	ContentType string // the backend's Content-Type
+	// Want is the body length the consumer must get; len(Body) when zero, -1 for any.
+	Want int64
+}
+
+// StartZtgateWith is StartZtgate with options.
+func StartZtgateWith(dir string, o ZtgateOptions) (topo *Topology, err error) {
+	t := &Topology{Name: cmp.Or(o.Name, NameZtgate), Want: BodySize}
+	if o.Body != nil {
+		t.Want = int64(len(o.Body))
+	}
+	if o.Want != 0 {
+		t.Want = o.Want
+	}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -198,14 +232,18 @@ func StartZtgate(dir string) (topo *Topology, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := policies.WriteDefaultBundle(filepath.Join(dir, "policy")); err != nil {
-		return nil, err
+	bundle := o.Bundle
+	if bundle == "" {
+		bundle = filepath.Join(dir, "policy")
+		if err := policies.WriteDefaultBundle(bundle); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.onClose(func() error { cancel(); return nil })
 	cfg := &gateway.Config{
 		Listen: "127.0.0.1:0", SPIFFEID: GatewayID, CADir: filepath.Join(dir, "ca"),
-		Policy: gateway.PolicyConfig{Bundle: filepath.Join(dir, "policy")},
+		Policy: gateway.PolicyConfig{Bundle: bundle},
 		Audit:  gateway.AuditConfig{Path: filepath.Join(dir, "audit.db")},
 		// The default of 500 exchanges per second per identity would turn a throughput benchmark
 		// from one identity into a rate-limiter test; the limiter still runs on every exchange.
@@ -233,7 +271,11 @@ func StartZtgate(dir string) (topo *Topology, err error) {
 	})
 	gwAddr := pc.LocalAddr().String()
 
-	backend, err := startBackend(t)
+	body, ct := Body, "application/octet-stream"
+	if o.Body != nil {
+		body, ct = o.Body, o.ContentType
+	}
+	backend, err := serveBody(t, ct, body)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +387,7 @@ func reverseProxy(target string, rt http.RoundTripper) (*httputil.ReverseProxy, 
 // StartBare runs the baseline: an HTTP/3 reverse proxy that forwards over HTTP/3 to a second one,
 // which forwards over plain HTTP to the backend. No policy, no audit, no rate limit.
 func StartBare(dir string) (topo *Topology, err error) {
-	t := &Topology{Name: NameBare}
+	t := &Topology{Name: NameBare, Want: BodySize}
 	defer func() {
 		if err != nil {
 			t.Close()
