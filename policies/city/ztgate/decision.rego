@@ -19,7 +19,7 @@ levels := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 # Methods a partner outside the city's trust domain may use: partners read.
 read_methods := {"GET", "HEAD"}
 
-actions := {"exchange", "expose", "renew"}
+actions := {"exchange", "expose", "renew", "admin"}
 
 # Response headers removed before data leaves the city's trust domain, so the
 # departments' software and versions are not disclosed abroad.
@@ -51,6 +51,13 @@ allow if {
 	same_trust_domain(input.source)
 	input.source.trust_domain == data.catalog.trust_domain
 	data.catalog.identities[input.source.spiffe_id]
+}
+
+# The admin dashboard lets in the officers the catalog names, and no one else.
+allow if {
+	input.action == "admin"
+	same_trust_domain(input.source)
+	data.catalog.officers[input.source.spiffe_id]
 }
 
 # The allow path reads the input and catalog directly rather than through
@@ -184,6 +191,7 @@ denials contains reason("trust_domain_mismatch", sprintf("trust domain %q does n
 denials contains reason("unknown_service", sprintf("service %q is not in the catalog", [service_name])) if {
 	actions[action]
 	action != "renew"
+	action != "admin"
 	not service
 }
 
@@ -197,6 +205,13 @@ denials contains reason("unknown_identity", sprintf("identity %q is not in the c
 denials contains reason("foreign_identity", sprintf("%s is not an identity of %s", [source_id, data.catalog.trust_domain])) if {
 	input.action == "renew"
 	not home
+}
+
+# Checks for the admin dashboard.
+
+denials contains reason("not_officer", sprintf("%s is not an officer of the information-safety center", [source_id])) if {
+	input.action == "admin"
+	not data.catalog.officers[source_id]
 }
 
 # Checks for a consumer's exchange.

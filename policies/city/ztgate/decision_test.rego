@@ -42,6 +42,26 @@ renew(id) := {
 
 codes(d) := [r.code | some r in d.reasons]
 
+admin(id) := {
+	"action": "admin",
+	"source": {"spiffe_id": id, "trust_domain": trust_domain(id), "attributes": {}},
+	"destination": {"service": "", "labels": {}},
+	"request": {"method": "GET", "path": "/denials", "purpose": "", "headers": {}},
+	"context": {"time": "2026-11-24T10:00:00Z", "gateway": "spiffe://city.example.vn/gateway/gw-1", "country": "VN"},
+}
+
+test_officer_opens_the_dashboard if {
+	d := ztgate.decision with input as admin("spiffe://city.example.vn/officer/isc-1")
+	d.allow == true
+	codes(d) == ["allowed"]
+}
+
+test_non_officer_is_refused_the_dashboard if {
+	d := ztgate.decision with input as admin(ops)
+	d.allow == false
+	codes(d) == ["not_officer"]
+}
+
 test_catalogued_identity_renews if {
 	d := ztgate.decision with input as renew(ops)
 	d.allow == true
@@ -241,6 +261,9 @@ agreement_cases := [
 	renew(health),
 	renew("spiffe://city.example.vn/dept/former"),
 	renew(hospital),
+	admin("spiffe://city.example.vn/officer/isc-1"),
+	admin(ops),
+	admin(hospital),
 ]
 
 # allow grants access on its own; denials explains. They must agree: a
