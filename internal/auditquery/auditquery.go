@@ -28,10 +28,12 @@ const (
 	// MaxLimit bounds a page: a thousand records render in a browser and fit a JSON reply of a
 	// few megabytes (records are metadata, at most audit.DefaultMaxRecordBytes each).
 	MaxLimit = 1000
-	// DefaultMaxScan bounds how many records one page reads looking for matches: about a tenth
-	// of a second of SQLite reads, so a filter that matches nothing answers at once on a log of
-	// any size and says where to go on.
-	DefaultMaxScan = 50_000
+	// DefaultMaxScan bounds how many records one page reads looking for matches: about a fifth
+	// of a second of reads (each record is checked against its leaf hash and decoded), so a filter
+	// that matches nothing answers at once on a log of any size and says where to go on.
+	DefaultMaxScan = 20_000
+	// MaxScan bounds what a caller may ask for instead (scan=): about ten seconds of reads.
+	MaxScan = 1_000_000
 	// TimeSlack is how far out of time order records may be: concurrent appenders take the time
 	// before the log orders them. A newest-first page with Since stops reading once it has passed
 	// records older than Since by more than this (an oldest-first page with Until likewise).
@@ -142,12 +144,12 @@ type Query struct {
 	Before *uint64
 	// Limit is the most records returned (DefaultLimit when 0, at most MaxLimit).
 	Limit int
-	// MaxScan is the most records read (DefaultMaxScan when 0).
+	// MaxScan is the most records read (DefaultMaxScan when 0, at most the constant MaxScan).
 	MaxScan uint64
 }
 
 // ParseValues reads a query from URL parameters: since, until, exchange, source, service, kind,
-// decision (comma-separated), reason, revision, after, before, limit.
+// decision (comma-separated), reason, revision, after, before, limit, scan.
 func ParseValues(v url.Values, now time.Time) (Query, error) {
 	var q Query
 	var errs []error
@@ -188,6 +190,13 @@ func ParseValues(v url.Values, now time.Time) (Query, error) {
 		}
 		q.Limit = n
 	}
+	if s := v.Get("scan"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 63)
+		if err != nil || n == 0 || n > MaxScan {
+			errs = append(errs, fmt.Errorf("scan: %q is not between 1 and %d", s, MaxScan))
+		}
+		q.MaxScan = n
+	}
 	if err := q.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -204,6 +213,9 @@ func (q *Query) validate() error {
 	}
 	if q.Limit < 0 || q.Limit > MaxLimit {
 		errs = append(errs, fmt.Errorf("limit must be between 1 and %d", MaxLimit))
+	}
+	if q.MaxScan > MaxScan {
+		errs = append(errs, fmt.Errorf("scan must be between 1 and %d", MaxScan))
 	}
 	return errors.Join(errs...)
 }

@@ -130,8 +130,7 @@ func TestFiltersAndPaging(t *testing.T) {
 
 func TestSparseFilterIsBounded(t *testing.T) {
 	l := newLog(200_000)
-	q := parse(t, "kind=alert")
-	q.MaxScan = 10_000
+	q := parse(t, "kind=alert&scan=10000")
 	p, err := Read(context.Background(), l, q)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +158,7 @@ func TestBadQueries(t *testing.T) {
 	for _, raw := range []string{
 		"decision=maybe", "kind=secret", "limit=0", "limit=1001", "limit=x", "after=-1", "after=1&before=2",
 		"since=yesterday", "since=2026-11-24T10:00:05Z&until=2026-11-24T10:00:05Z", "source=" + strings.Repeat("a", 2000),
-		"service=a&service=b",
+		"service=a&service=b", "scan=0", "scan=2000000",
 	} {
 		v, _ := url.ParseQuery(raw)
 		if _, err := ParseValues(v, t0); err == nil {
