@@ -63,6 +63,11 @@ type AdminConfig struct {
 	Listen string `yaml:"listen"`
 	// MaxSessions bounds officer-token sessions (admin.DefaultMaxSessions when 0).
 	MaxSessions int `yaml:"max_sessions"`
+	// CertFile and KeyFile, when set, are a web server certificate (PEM) for the dashboard's host
+	// name, so officers' browsers check it like any site's. Without them the listener presents the
+	// gateway's SVID, which names no host: browsers must pin its key (see README).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Federation trusts one partner trust domain through its bundle file.
@@ -194,6 +199,10 @@ func (c *Config) resolve(base string) {
 	for i := range c.Federation {
 		abs(&c.Federation[i].BundleFile)
 	}
+	if c.Admin != nil {
+		abs(&c.Admin.CertFile)
+		abs(&c.Admin.KeyFile)
+	}
 	for i := range c.Witnesses {
 		abs(&c.Witnesses[i].Key)
 		abs(&c.Witnesses[i].CAFile)
@@ -236,6 +245,9 @@ func (c *Config) Validate() error {
 		}
 		if a.MaxSessions < 0 {
 			errs = append(errs, errors.New("admin.max_sessions must not be negative"))
+		}
+		if (a.CertFile == "") != (a.KeyFile == "") {
+			errs = append(errs, errors.New("admin.cert_file and admin.key_file go together"))
 		}
 	}
 	if err := c.validateWitnesses(); err != nil {
@@ -523,8 +535,16 @@ func (rt *Runtime) newAdmin(id spiffeid.ID, verifierPath string) (*admin.Server,
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	path := rt.Config.Audit.Path
+	certificate := rt.Source.GetCertificate
+	if a := rt.Config.Admin; a.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.cert_file: %w", err)
+		}
+		certificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	}
 	return admin.New(admin.Options{
-		Gateway: id, Country: rt.Config.Country, Certificate: rt.Source.GetCertificate, Bundles: rt.Bundles,
+		Gateway: id, Country: rt.Config.Country, Certificate: certificate, Bundles: rt.Bundles,
 		Tokens: rt.CA, Policy: rt.Policy, Revision: rt.Policy.Revision, Log: rt.Audit, Verifier: verifier,
 		Receipt: func(ctx context.Context, index uint64) (*audit.Receipt, error) {
 			return audit.ReadReceipt(ctx, path, index)
