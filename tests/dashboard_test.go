@@ -252,6 +252,13 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("audit records: non-officer refused %v, officer login %v, verification %v", refused, loggedIn, verified)
 	}
 	c.verify()
+
+	// The CLI answers the same question with the same filter.
+	lines := scanLines(mustRun(t, "audit", "query", "--db", c.auditDB(), "--source", "spiffe://city.example.vn/ops/",
+		"--kind", "decision", "--decision", "deny,no-decision", "--reason", "purpose_not_allowed", "--until", "0s", "--json"))
+	if len(lines) != 2 || !strings.Contains(lines[0], fmt.Sprintf(`"index":%d,`, denied)) {
+		t.Errorf("audit query: %q", lines)
+	}
 }
 
 func hasCode(r *audit.Record, code string) bool {
