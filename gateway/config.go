@@ -599,7 +599,13 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	adminDone := make(chan error, 1)
-	go func() { adminDone <- rt.Admin.Serve(ctx, ln) }()
+	go func() {
+		err := rt.Admin.Serve(ctx, ln)
+		if err != nil {
+			rt.logger.ErrorContext(ctx, "admin listener stopped; the gateway goes on without its dashboard", "err", err)
+		}
+		adminDone <- err
+	}()
 	err = rt.Gateway.Serve(ctx, pc)
 	cancel()
 	// The dashboard reads the audit log: it is done before the caller closes the log.

@@ -249,18 +249,30 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return fmt.Errorf("admin listener: %w", err)
 }
 
-// limitListener refuses to hold more than n connections open: Accept waits for one to close.
+// limitListener refuses to hold more than n connections open: Accept waits for one to close, or
+// for the listener to close.
 func limitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n), closed: make(chan struct{})}
 }
 
 type limitedListener struct {
 	net.Listener
-	sem chan struct{}
+	sem    chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *limitedListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
 		<-l.sem
