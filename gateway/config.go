@@ -441,6 +441,11 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 				return nil, err
 			}
 		}
+		if a := c.Admin; a != nil && a.CertFile != "" {
+			if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
+				return nil, fmt.Errorf("admin.cert_file: %w", err)
+			}
+		}
 		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 			return nil, fmt.Errorf("loading policy: %w", err)
 		}
