@@ -568,3 +568,30 @@ func TestServeTLS13AndHTTP2(t *testing.T) {
 		t.Fatal("Serve did not return after its context ended")
 	}
 }
+
+func TestWitnessStatus(t *testing.T) {
+	at := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	f := newFixture(t, func(o *Options) {
+		o.Witnesses = func() WitnessReport {
+			return WitnessReport{Quorum: 1, Newest: 52, Witnessed: 40, Witnesses: []Witness{
+				{Name: "witness.city.example.vn/isc", URL: "https://witness.city.example.vn:7380", CosignedSize: 40, CosignedAt: at},
+				{Name: "witness.partner.example/w", URL: "https://w.partner.example", LastError: "connection refused", LastErrorAt: at, Failures: 3},
+			}}
+		}
+	})
+	c := f.client(nil)
+	f.login(c, f.token(officerID, 0))
+	r := f.do(c, "GET", "/checkpoints", nil, nil)
+	for _, want := range []string{"witness.city.example.vn/isc", "connection refused", "<strong>40</strong> of the newest 52"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("checkpoints page lacks %q:\n%s", want, r.body)
+		}
+	}
+	var ck struct {
+		Size      uint64         `json:"size"`
+		Witnesses *WitnessReport `json:"witnesses"`
+	}
+	if err := json.Unmarshal([]byte(f.do(c, "GET", "/api/checkpoints", nil, nil).body), &ck); err != nil || ck.Witnesses == nil || len(ck.Witnesses.Witnesses) != 2 || ck.Witnesses.Witnesses[1].Failures != 3 {
+		t.Errorf("API checkpoints: %v %+v", err, ck)
+	}
+}
