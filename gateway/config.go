@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway/admin"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
@@ -52,6 +53,21 @@ type Config struct {
 	// them must (0: all). Exchanges never wait for them.
 	Witnesses     []WitnessConfig `yaml:"witnesses"`
 	WitnessQuorum int             `yaml:"witness_quorum"`
+	// Admin, when set, serves the information-safety center's dashboard over HTTPS.
+	Admin *AdminConfig `yaml:"admin"`
+}
+
+// AdminConfig is the admin listener (the dashboard, see gateway/admin).
+type AdminConfig struct {
+	// Listen is its TCP address, e.g. 127.0.0.1:8444.
+	Listen string `yaml:"listen"`
+	// MaxSessions bounds officer-token sessions (admin.DefaultMaxSessions when 0).
+	MaxSessions int `yaml:"max_sessions"`
+	// CertFile and KeyFile, when set, are a web server certificate (PEM) for the dashboard's host
+	// name, so officers' browsers check it like any site's. Without them the listener presents the
+	// gateway's SVID, which names no host: browsers must pin its key (see README).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Federation trusts one partner trust domain through its bundle file.
@@ -189,6 +205,10 @@ func (c *Config) resolve(base string) {
 	for i := range c.Federation {
 		abs(&c.Federation[i].BundleFile)
 	}
+	if c.Admin != nil {
+		abs(&c.Admin.CertFile)
+		abs(&c.Admin.KeyFile)
+	}
 	for i := range c.Witnesses {
 		abs(&c.Witnesses[i].Key)
 		abs(&c.Witnesses[i].CAFile)
@@ -224,6 +244,17 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Limits.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if a := c.Admin; a != nil {
+		if _, _, err := net.SplitHostPort(a.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("admin.listen: %w", err))
+		}
+		if a.MaxSessions < 0 {
+			errs = append(errs, errors.New("admin.max_sessions must not be negative"))
+		}
+		if (a.CertFile == "") != (a.KeyFile == "") {
+			errs = append(errs, errors.New("admin.cert_file and admin.key_file go together"))
+		}
 	}
 	if err := c.validateWitnesses(); err != nil {
 		errs = append(errs, err)
@@ -341,6 +372,8 @@ type Runtime struct {
 	logger    *slog.Logger
 
 	witnessing *witnessing // nil without witnesses
+	// Admin is the dashboard; nil unless the config has admin.
+	Admin *admin.Server
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -421,6 +454,11 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 				return nil, err
 			}
 		}
+		if a := c.Admin; a != nil && a.CertFile != "" {
+			if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
+				return nil, fmt.Errorf("admin.cert_file: %w", err)
+			}
+		}
 		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 			return nil, fmt.Errorf("loading policy: %w", err)
 		}
@@ -498,7 +536,54 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		rt.Close()
 		return nil, err
 	}
+	if c.Admin != nil {
+		if rt.Admin, err = rt.newAdmin(id, filepath.Join(keyDir, audit.VerifierKeyFile)); err != nil {
+			rt.Close()
+			return nil, err
+		}
+	}
 	return rt, nil
+}
+
+// newAdmin builds the dashboard over the runtime's own SVID, trust bundles, CA (officer tokens),
+// policy engine and audit log.
+func (rt *Runtime) newAdmin(id spiffeid.ID, verifierPath string) (*admin.Server, error) {
+	verifier, err := audit.LoadVerifier(verifierPath)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	path := rt.Config.Audit.Path
+	certificate := rt.Source.GetCertificate
+	if a := rt.Config.Admin; a.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.cert_file: %w", err)
+		}
+		certificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	}
+	return admin.New(admin.Options{
+		Gateway: id, Country: rt.Config.Country, Certificate: certificate, Bundles: rt.Bundles,
+		Tokens: rt.CA, Policy: rt.Policy, Revision: rt.Policy.Revision, Log: rt.Audit, Verifier: verifier,
+		Receipt: func(ctx context.Context, index uint64) (*audit.Receipt, error) {
+			return audit.ReadReceipt(ctx, path, index)
+		},
+		Verify: func(ctx context.Context, progress func(uint64)) (audit.VerifyReport, error) {
+			return audit.Verify(ctx, path, verifier, progress)
+		},
+		Witnesses:   rt.adminWitnesses,
+		MaxSessions: rt.Config.Admin.MaxSessions,
+		Logger:      rt.logger.With("component", "admin"),
+	})
+}
+
+func (rt *Runtime) adminWitnesses() admin.WitnessReport {
+	w := rt.Witnesses()
+	out := admin.WitnessReport{Quorum: w.Quorum, Newest: w.Newest, Witnessed: w.Witnessed}
+	for _, s := range w.Witnesses {
+		out.Witnesses = append(out.Witnesses, admin.Witness{Name: s.Name, URL: s.URL, CosignedSize: s.CosignedSize,
+			CosignedAt: s.CosignedAt, LastError: s.LastError, LastErrorAt: s.LastErrorAt, Failures: s.Failures})
+	}
+	return out
 }
 
 // Run listens and serves until ctx is done, renewing the gateway's SVID and watching the bundle.
@@ -521,7 +606,28 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	if rt.witnessing != nil {
 		rt.witnessing.run(ctx)
 	}
-	return rt.Gateway.Serve(ctx, pc)
+	if rt.Admin == nil {
+		return rt.Gateway.Serve(ctx, pc)
+	}
+	ln, err := net.Listen("tcp", rt.Config.Admin.Listen)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("admin listener on %s: %w", rt.Config.Admin.Listen, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	adminDone := make(chan error, 1)
+	go func() {
+		err := rt.Admin.Serve(ctx, ln)
+		if err != nil {
+			rt.logger.ErrorContext(ctx, "admin listener stopped; the gateway goes on without its dashboard", "err", err)
+		}
+		adminDone <- err
+	}()
+	err = rt.Gateway.Serve(ctx, pc)
+	cancel()
+	// The dashboard reads the audit log: it is done before the caller closes the log.
+	return errors.Join(err, <-adminDone)
 }
 
 // Reload reloads the bundles and applies the rollout list of c (a freshly read config): what SIGHUP

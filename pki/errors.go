@@ -16,6 +16,11 @@ var (
 	ErrTokenExpired = errors.New("pki: join token expired")
 	// ErrTokenUsed means a join token was already redeemed; tokens work once.
 	ErrTokenUsed = errors.New("pki: join token already used")
+	// ErrOfficerTokenInvalid means an officer token is malformed, forged, issued
+	// by another CA or for another audience; the officer must ask for a new one.
+	ErrOfficerTokenInvalid = errors.New("pki: invalid officer token")
+	// ErrOfficerTokenExpired means an officer token's lifetime is over.
+	ErrOfficerTokenExpired = errors.New("pki: officer token expired")
 	// ErrLedgerFull means the token ledger holds DefaultMaxLedgerEntries
 	// unexpired redemptions; refuse enrolment until some expire.
 	ErrLedgerFull = errors.New("pki: join token ledger full")

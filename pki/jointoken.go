@@ -82,16 +82,37 @@ func (ca *CA) NewJoinToken(id spiffeid.ID, ttl time.Duration) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("creating join token: %w", err)
 	}
-	signed := joinTokenPrefix + base64.RawURLEncoding.EncodeToString(payload)
+	tok, err := ca.signCompact(joinTokenPrefix + base64.RawURLEncoding.EncodeToString(payload))
+	if err != nil {
+		return "", fmt.Errorf("creating join token: %w", err)
+	}
+	return tok, nil
+}
+
+// signCompact appends "." and the base64url ES256 signature of signed by the intermediate key.
+// The prefix inside signed says what kind of token it is, so one kind never passes for another.
+func (ca *CA) signCompact(signed string) (string, error) {
 	digest := sha256.Sum256([]byte(signed))
 	r, s, err := ecdsa.Sign(rand.Reader, ca.interKey, digest[:])
 	if err != nil {
-		return "", fmt.Errorf("creating join token: signing: %w", err)
+		return "", fmt.Errorf("signing: %w", err)
 	}
 	sig := make([]byte, es256SigBytes)
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
 	return signed + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// verifyCompact reports whether sig is the intermediate's ES256 signature of signed.
+func (ca *CA) verifyCompact(signed string, sig []byte) bool {
+	if len(sig) != es256SigBytes {
+		return false
+	}
+	digest := sha256.Sum256([]byte(signed))
+	r := new(big.Int).SetBytes(sig[:32])
+	s := new(big.Int).SetBytes(sig[32:])
+	pub, ok := ca.inter.PublicKey.(*ecdsa.PublicKey)
+	return ok && ecdsa.Verify(pub, digest[:], r, s)
 }
 
 // ParseJoinToken decodes a token without verifying its signature or expiry,
@@ -156,11 +177,7 @@ func (ca *CA) VerifyJoinToken(token string) (JoinToken, error) {
 	if err != nil {
 		return JoinToken{}, err
 	}
-	digest := sha256.Sum256([]byte(signed))
-	r := new(big.Int).SetBytes(sig[:32])
-	s := new(big.Int).SetBytes(sig[32:])
-	pub, ok := ca.inter.PublicKey.(*ecdsa.PublicKey)
-	if !ok || !ecdsa.Verify(pub, digest[:], r, s) {
+	if !ca.verifyCompact(signed, sig) {
 		return JoinToken{}, fmt.Errorf("%w: signature does not verify", ErrTokenInvalid)
 	}
 	if jt.RootSHA256 != ca.rootSHA256 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/internal/auditquery"
 )
 
 func init() {
@@ -17,7 +18,7 @@ func init() {
 }
 
 // DefaultQueryLimit bounds how many records one query prints unless told otherwise.
-const DefaultQueryLimit = 100
+const DefaultQueryLimit = auditquery.DefaultLimit
 
 var errEnough = errors.New("enough")
 
@@ -29,11 +30,12 @@ reads the log from the start; use --after to page on from the last index printed
 	exchange := fs.String("exchange", "", "exchange ID")
 	source := fs.String("source", "", "SPIFFE ID of the party that asked (exact, or a prefix ending in /)")
 	service := fs.String("service", "", "service name")
-	kind := fs.String("kind", "", "record kind: decision, outcome, auth, expose, enrol, policy, note")
-	decision := fs.String("decision", "", "allow, deny or no-decision")
+	kind := fs.String("kind", "", "record kind: decision, outcome, auth, expose, enrol, policy, note, alert")
+	decision := fs.String("decision", "", "allow, deny or no-decision (several: deny,no-decision)")
 	reason := fs.String("reason", "", "a reason code, e.g. purpose_not_allowed")
 	revision := fs.String("revision", "", "policy revision (the part before @, or all of it)")
 	since := fs.Duration("since", 0, "only records newer than this, e.g. 24h")
+	until := fs.String("until", "", "only records older than this: an RFC 3339 time or a duration before now")
 	after := fs.Int64("after", -1, "only records with a larger index (paging)")
 	limit := fs.Int("limit", DefaultQueryLimit, "print at most this many records")
 	asJSON := fs.Bool("json", false, "print JSON lines instead of a table")
@@ -46,30 +48,31 @@ reads the log from the start; use --after to page on from the last index printed
 	if *limit <= 0 {
 		return fmt.Errorf("--limit must be positive")
 	}
-	var from time.Time
+	f := auditquery.Filter{
+		Exchange: *exchange, Source: *source, Service: *service, Kind: *kind,
+		Reason: *reason, Revision: *revision,
+	}
+	if *decision != "" {
+		f.Decisions = strings.Split(*decision, ",")
+	}
+	now := time.Now()
+	var err error
 	if *since > 0 {
-		from = time.Now().Add(-*since)
+		f.Since = now.Add(-*since)
+	}
+	if f.Until, err = auditquery.ParseTime(*until, now); err != nil {
+		return fmt.Errorf("--until: %w", err)
+	}
+	if err := f.Validate(); err != nil {
+		return err
 	}
 	match := func(r *audit.Record) bool {
-		switch {
-		case *after >= 0 && r.Index <= uint64(*after):
-		case *exchange != "" && r.Exchange != *exchange:
-		case *source != "" && r.Source != *source && !(strings.HasSuffix(*source, "/") && strings.HasPrefix(r.Source, *source)):
-		case *service != "" && r.Service != *service:
-		case *kind != "" && r.Kind != *kind:
-		case *decision != "" && r.Decision != *decision:
-		case *revision != "" && r.PolicyRevision != *revision && !strings.HasPrefix(r.PolicyRevision, *revision+"@"):
-		case !from.IsZero() && r.Time.Before(from):
-		case *reason != "" && !hasReason(r, *reason):
-		default:
-			return true
-		}
-		return false
+		return (*after < 0 || r.Index > uint64(*after)) && f.Match(r)
 	}
 	var rows [][]string
 	n := 0
 	enc := json.NewEncoder(env.Stdout)
-	err := audit.ReadRecords(ctx, *db, func(r *audit.Record) error {
+	err = audit.ReadRecords(ctx, *db, func(r *audit.Record) error {
 		if !match(r) {
 			return nil
 		}
@@ -96,15 +99,6 @@ reads the log from the start; use --after to page on from the last index printed
 		}
 	}
 	return nil
-}
-
-func hasReason(r *audit.Record, code string) bool {
-	for _, x := range r.Reasons {
-		if x.Code == code {
-			return true
-		}
-	}
-	return false
 }
 
 func queryRow(r *audit.Record) []string {

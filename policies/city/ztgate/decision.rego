@@ -28,7 +28,7 @@ import data.lib.ownership
 import data.lib.partners
 import data.lib.purpose
 
-actions := {"exchange", "expose", "renew"}
+actions := {"exchange", "expose", "renew", "admin"}
 
 decision := {
 	"allow": allow,
@@ -85,6 +85,13 @@ allow if {
 allow if {
 	input.action == "renew"
 	catalog.renewal
+}
+
+# The officers' dashboard lets in the officers the catalog names, and no one else.
+allow if {
+	input.action == "admin"
+	catalog.trust_domain
+	data.catalog.officers[input.source.spiffe_id]
 }
 
 # borders holds for the city's own sources in the city's country, and
@@ -206,6 +213,15 @@ denials contains r if {
 denials contains r if {
 	input.action == "expose"
 	some r in ownership.denials
+}
+
+denials contains {
+	"code": "not_officer",
+	"message": sprintf("%s is not an officer of the information-safety center", [catalog.source_id]),
+	"rule": "ztgate.officers",
+} if {
+	input.action == "admin"
+	not data.catalog.officers[catalog.source_id]
 }
 
 denials contains r if {

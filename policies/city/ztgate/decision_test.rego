@@ -31,6 +31,26 @@ test_partner_cannot_renew_at_city_gateway if {
 	codes(d) == ["foreign_identity"]
 }
 
+# The officers' dashboard.
+
+test_officer_opens_the_dashboard if {
+	d := decide(t.admin("spiffe://city.example.vn/officer/isc-1"))
+	d.allow == true
+	codes(d) == ["allowed"]
+}
+
+test_non_officer_is_refused_the_dashboard if {
+	d := decide(t.admin(t.ops))
+	d.allow == false
+	codes(d) == ["not_officer"]
+}
+
+test_partner_is_refused_the_dashboard if {
+	d := decide(t.admin(t.hospital))
+	d.allow == false
+	"not_officer" in codes(d)
+}
+
 # Exchanges the demo plays.
 
 test_ops_reads_parcels_for_operations if {
@@ -337,6 +357,9 @@ agreement_cases := [
 	t.renew(t.health),
 	t.renew("spiffe://city.example.vn/dept/former"),
 	t.renew(t.hospital),
+	t.admin("spiffe://city.example.vn/officer/isc-1"),
+	t.admin(t.ops),
+	t.admin(t.hospital),
 ]
 
 # allow grants access on its own; denials explains. They must agree: a

@@ -68,6 +68,14 @@ renew(id) := {
 	"context": {"time": now, "gateway": gateway, "country": "VN"},
 }
 
+admin(id) := {
+	"action": "admin",
+	"source": {"spiffe_id": id, "trust_domain": trust_domain(id), "attributes": {}},
+	"destination": {"service": "", "labels": {}},
+	"request": {"method": "GET", "path": "/denials", "purpose": "", "headers": {}},
+	"context": {"time": now, "gateway": gateway, "country": "VN"},
+}
+
 codes(reasons) := sort([r.code | some r in reasons])
 
 identity(id) := data.catalog.identities[id]
