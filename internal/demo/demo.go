@@ -43,6 +43,7 @@ const (
 	TransportID = "spiffe://city.example.vn/dept/transport"
 	OpsID       = "spiffe://city.example.vn/ops/center"
 	EmergencyID = "spiffe://city.example.vn/dept/health/emergency"
+	OfficerID   = "spiffe://city.example.vn/officer/isc-1"
 	ForecastID  = "spiffe://city.example.vn/forecast/sim"
 	HospitalID  = "spiffe://hospital-a.example.sg/ehr"
 )
@@ -88,7 +89,9 @@ type city struct {
 	rt      *gateway.Runtime
 	bundles *pki.TrustBundles // what city clients trust
 	ports   map[string]string // consumer name → local address
-	logger  *slog.Logger
+	// adminAddr is the dashboard's HTTPS address.
+	adminAddr string
+	logger    *slog.Logger
 }
 
 // Run plays the demo. It returns an error if any expected decision did not happen or the log did not verify.
@@ -222,7 +225,15 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	// The officers' dashboard listens on a port of its own (HTTPS); the demo prints an officer
+	// token for it when it keeps running.
+	adminAddr, err := freeTCP()
+	if err != nil {
+		return err
+	}
+	c.adminAddr = adminAddr
 	cfg := &gateway.Config{
+		Admin:  &gateway.AdminConfig{Listen: adminAddr},
 		Listen: "127.0.0.1:0", SPIFFEID: GatewayID, Country: "VN", CADir: filepath.Join(c.dir, "ca"),
 		Federation: []gateway.Federation{{TrustDomain: HospitalTD, BundleFile: filepath.Join(c.dir, "hospital-ca", pki.BundleFile)}},
 		Policy:     gateway.PolicyConfig{Bundle: bundle},
@@ -488,6 +499,16 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 	return steps, nil
 }
 
+// freeTCP returns a loopback address with a port free at the time of asking.
+func freeTCP() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
 // minimisedTrips checks that the forecasting service got the card trips as the policy requires:
 // holders' names, phones and addresses dropped, card numbers replaced by stable pseudonyms.
 func minimisedTrips(body []byte) error {
@@ -576,6 +597,10 @@ func (c *city) printKeep(out io.Writer) {
 		fmt.Fprintf(out, "  consumer port %-32s http://%s\n", name, addr)
 	}
 	fmt.Fprintf(out, "Try: curl -i http://%s/parcels/q1-0042\n", c.ports["ops/cadastre.parcels"])
+	if tok, err := c.caCity.NewOfficerToken(spiffeid.RequireFromString(OfficerID), time.Hour); err == nil {
+		fmt.Fprintf(out, "Dashboard: https://%s/ — the certificate is the gateway's SVID (trust %s, or accept it for this demo);\n", c.adminAddr, filepath.Join(c.dir, "ca", pki.BundleFile))
+		fmt.Fprintf(out, "  log in as %s with this officer token (1 h):\n  %s\n", OfficerID, tok)
+	}
 	fmt.Fprintf(out, "Join another participant: ztgate pki token --ca %s --spiffe-id spiffe://city.example.vn/dept/<name>\n", filepath.Join(c.dir, "ca"))
 	fmt.Fprintf(out, "  and put the token in a connect config with gateway: %s\n", c.gwAddr)
 }
