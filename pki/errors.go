@@ -41,6 +41,15 @@ var (
 	// ErrServerNotAuthorized means the server presented a valid SVID whose ID the
 	// client's authorizer refused (or the client was given no authorizer).
 	ErrServerNotAuthorized = errors.New("pki: server identity not authorized")
+
+	// ErrRevocationList means a revocation list is malformed, is not signed by
+	// an intermediate of its trust domain, or does not follow the one it
+	// replaces (a lower sequence, or an entry still in force left out). A
+	// gateway keeps the list it has.
+	ErrRevocationList = errors.New("pki: revocation list refused")
+	// ErrRevocationListFull means the list holds DefaultMaxRevocations entries
+	// in force; entries leave it MaxSVIDTTL after their revocation.
+	ErrRevocationListFull = errors.New("pki: revocation list full")
 )
 
 // Peer verification failure codes carried by PeerError.Code. They are stable
@@ -52,6 +61,7 @@ const (
 	CodeExpired            = "expired"
 	CodeNotYetValid        = "not_yet_valid"
 	CodeBadChain           = "bad_chain"
+	CodeRevoked            = "revoked"
 )
 
 // PeerError is returned by TrustBundles.Verify when a peer's certificates are
