@@ -42,6 +42,15 @@ var (
 	// client's authorizer refused (or the client was given no authorizer).
 	ErrServerNotAuthorized = errors.New("pki: server identity not authorized")
 
+	// ErrRotationInProgress means a CA rotation is already staged; finish it
+	// before starting another.
+	ErrRotationInProgress = errors.New("pki: a CA rotation is in progress")
+	// ErrNoRotation means there is no CA rotation to finish.
+	ErrNoRotation = errors.New("pki: no CA rotation in progress")
+	// ErrRotationNotDue means the outgoing chain may still have signed SVIDs
+	// that are valid; try again after the time the error names.
+	ErrRotationNotDue = errors.New("pki: CA rotation cannot finish yet")
+
 	// ErrRevocationList means a revocation list is malformed, is not signed by
 	// an intermediate of its trust domain, or does not follow the one it
 	// replaces (a lower sequence, or an entry still in force left out). A

@@ -159,8 +159,7 @@ func (ca *CA) VerifyJoinToken(token string) (JoinToken, error) {
 	digest := sha256.Sum256([]byte(signed))
 	r := new(big.Int).SetBytes(sig[:32])
 	s := new(big.Int).SetBytes(sig[32:])
-	pub, ok := ca.inter.PublicKey.(*ecdsa.PublicKey)
-	if !ok || !ecdsa.Verify(pub, digest[:], r, s) {
+	if !ca.tokenSignedBy(digest[:], r, s) {
 		return JoinToken{}, fmt.Errorf("%w: signature does not verify", ErrTokenInvalid)
 	}
 	if jt.RootSHA256 != ca.rootSHA256 {
