@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/json"
@@ -223,11 +224,8 @@ func StageRotation(dir, kind string, activateAfter, svidTTL time.Duration, now t
 	if err := os.Mkdir(next, 0o700); err != nil {
 		return nil, fmt.Errorf("staging rotation: %w", err)
 	}
-	root := ca.root
-	rootKey, err := LoadPrivateKey(filepath.Join(dir, RootKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("staging rotation: %w", err)
-	}
+	var root *x509.Certificate
+	var rootKey crypto.Signer
 	bundle := ca.Roots()
 	if kind == RotateRoot {
 		newRoot, newRootKey, err := createRoot(ca.td, now)
@@ -242,8 +240,14 @@ func StageRotation(dir, kind string, activateAfter, svidTTL time.Duration, now t
 		}
 		root, rootKey = newRoot, newRootKey
 		bundle = append(bundle, newRoot)
-	} else if !publicKeysEqual(root.PublicKey, rootKey.Public()) {
-		return nil, errors.New("staging rotation: root key does not match root certificate")
+	} else {
+		// Only an intermediate rotation needs the current root's key, which may otherwise stay offline.
+		if rootKey, err = LoadPrivateKey(filepath.Join(dir, RootKeyFile)); err != nil {
+			return nil, fmt.Errorf("staging rotation: %w", err)
+		}
+		if root = ca.root; !publicKeysEqual(root.PublicKey, rootKey.Public()) {
+			return nil, errors.New("staging rotation: root key does not match root certificate")
+		}
 	}
 	inter, interKey, err := createIntermediate(ca.td, root, rootKey, now)
 	if err != nil {

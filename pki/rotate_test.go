@@ -132,6 +132,11 @@ func TestRotateRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldRoot := old.Roots()[0]
+	// A root rotation does not need the old root's key, which may be kept offline.
+	offline := filepath.Join(t.TempDir(), RootKeyFile)
+	if err := os.Rename(filepath.Join(dir, RootKeyFile), offline); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := StageRotation(dir, RotateRoot, 30*time.Minute, time.Hour, t0); err == nil {
 		t.Fatal("a root rotation activating before one SVID lifetime was staged")
 	}
