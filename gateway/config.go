@@ -355,7 +355,7 @@ type Runtime struct {
 	Rollout   *Rollout
 	Audit     *audit.Log
 	Source    *pki.Source
-	CA        *pki.CA
+	CA        *pki.CA // as loaded at start; the gateway follows later changes of ca_dir (ca_poll)
 	Ledger    *pki.TokenLedger
 	Bundles   *pki.TrustBundles
 	Keyring   *keyring.Keyring
