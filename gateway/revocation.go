@@ -145,28 +145,12 @@ func (f *fileRevocations) fetch(context.Context) ([]byte, bool, error) {
 	if f.last != nil && os.SameFile(f.last, st) && st.ModTime().Equal(f.last.ModTime()) && st.Size() == f.last.Size() {
 		return nil, false, nil
 	}
-	b, err := readLimited(f.path, pki.DefaultMaxRevocationBytes)
+	b, err := pki.ReadRevocationFile(f.path)
 	if err != nil {
 		return nil, false, err
 	}
 	f.last = st
 	return b, true, nil
-}
-
-func readLimited(path string, limit int64) ([]byte, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	b, err := io.ReadAll(io.LimitReader(fh, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // urlRevocations fetches the list from any HTTP server with conditional requests. The list is
@@ -244,7 +228,7 @@ func newRevocationSource(where string) revocationSource {
 // readable and valid: a gateway told where its revocations are does not serve without them.
 func (w *revocationWatcher) start(ctx context.Context) error {
 	if w.seen != "" {
-		b, err := readLimited(w.seen, pki.DefaultMaxRevocationBytes)
+		b, err := pki.ReadRevocationFile(w.seen)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:

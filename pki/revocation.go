@@ -380,10 +380,16 @@ func (ca *CA) signRevocations(seq uint64, entries []Revocation, now time.Time) (
 	return append(out, '\n'), nil
 }
 
+// ReadRevocationFile reads a revocation list file, refusing one larger than
+// DefaultMaxRevocationBytes. It does not parse or verify it.
+func ReadRevocationFile(path string) ([]byte, error) {
+	return readBounded(path, DefaultMaxRevocationBytes)
+}
+
 // LoadRevocations reads and verifies the CA's revocation list in dir against
 // the CA's published roots. It returns nil and no error if there is none.
 func LoadRevocations(dir string, ca *CA) (*RevocationList, error) {
-	data, err := readBounded(filepath.Join(dir, RevocationsFile), DefaultMaxRevocationBytes)
+	data, err := ReadRevocationFile(filepath.Join(dir, RevocationsFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
