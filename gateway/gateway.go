@@ -284,7 +284,7 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 	// connection in the registry or is the one read here.
 	g.live.add(conn, p)
 	defer g.live.remove(conn)
-	if err := g.revokedErr(p.id, p); err != nil {
+	if err := g.revokedErr(p.id, p.leaf); err != nil {
 		conn.CloseWithError(closeRevoked, "revoked")
 		return
 	}
@@ -428,7 +428,7 @@ func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.R
 		g.refuseStream(str, CodeUnauthenticated, "svid expired; enrol again")
 		return
 	}
-	if err := g.revokedErr(p.id, p); err != nil {
+	if err := g.revokedErr(p.id, p.leaf); err != nil {
 		rec := &audit.Record{
 			Kind: audit.KindEnrol, Time: g.now().UTC(), Gateway: g.opts.ID.String(), Source: p.id.String(), Remote: p.remote,
 			Decision: "deny", Reasons: []audit.Reason{{Code: pki.CodeRevoked, Message: err.Error()}}, Note: "renew",
@@ -581,7 +581,7 @@ func (g *Gateway) serverTLSConfig() *tls.Config {
 func (g *Gateway) verifyPeer(ctx context.Context, raw [][]byte, remote string) error {
 	id, leaf, err := g.opts.Bundles.Verify(raw, g.now())
 	if err == nil {
-		err = g.revokedErr(id, peer{leaf: leaf})
+		err = g.revokedErr(id, leaf)
 	}
 	if err == nil {
 		return nil

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -82,8 +83,8 @@ func (l *liveConns) closeRevoked(list *pki.RevocationList) []peer {
 }
 
 // revokedErr is the handshake refusal for a peer the current list revokes, or nil.
-func (g *Gateway) revokedErr(id spiffeid.ID, p peer) error {
-	r, ok := g.revocations.Load().Revoked(id, p.leaf)
+func (g *Gateway) revokedErr(id spiffeid.ID, leaf *x509.Certificate) error {
+	r, ok := g.revocations.Load().Revoked(id, leaf)
 	if !ok {
 		return nil
 	}
