@@ -4,19 +4,24 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway/wire"
 	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/policies"
 )
 
 // recordingLog is an AuditLog that keeps what it is given.
@@ -237,4 +242,85 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 	}
 	return resp, err
+}
+
+// TestRenewalOfRevokedIdentityRefused covers a connection the revocation did not close (taken out
+// of the registry here, as a handshake racing with the list could be): its RENEW is refused.
+func TestRenewalOfRevokedIdentityRefused(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ca, err := pki.InitCA(filepath.Join(dir, "ca"), testTD, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policies.WriteDefaultBundle(filepath.Join(dir, "policy")); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := Build(ctx, &Config{
+		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(dir, "ca"),
+		Policy: PolicyConfig{Bundle: filepath.Join(dir, "policy")}, Audit: AuditConfig{Path: filepath.Join(dir, "audit.db")},
+	}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Serve(ctx, pc)
+
+	svid, err := ca.Issue(testOps, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pki.NewTrustBundles()
+	b.Set(testTD, ca.Roots())
+	conf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), b, []string{wire.ALPN},
+		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	conn, err := quic.DialAddr(ctx, pc.LocalAddr().String(), conf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	g := rt.Gateway
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		g.live.mu.Lock()
+		n := len(g.live.m)
+		for c := range g.live.m {
+			delete(g.live.m, c)
+		}
+		g.live.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection was never registered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l, err := pki.Revoke(filepath.Join(dir, "ca"), ca, pki.Revocation{SPIFFEID: testOps, RevokedAt: time.Now(), Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.ApplyRevocations(ctx, l)
+
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _, err := pki.NewCSR(testOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteJSON(str, wire.TypeRenew, wire.Renew{CSR: csr}); err != nil {
+		t.Fatal(err)
+	}
+	var s wire.SVID
+	err = wire.NewReader(str, 0).ReadJSON(wire.TypeSVID, &s)
+	var werr *wire.Error
+	if !errors.As(err, &werr) || werr.Code != CodeDenied || !strings.Contains(werr.Message, "revoked") {
+		t.Fatalf("renewal of a revoked identity: %v; want denied, revoked", err)
+	}
 }
