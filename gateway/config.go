@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/ztgate/ztgate/pki/keyring"
@@ -41,6 +42,10 @@ type Config struct {
 	CADir string `yaml:"ca_dir"`
 	// SVIDTTL is the lifetime of SVIDs the gateway issues (its own, renewals, enrolments).
 	SVIDTTL time.Duration `yaml:"svid_ttl"`
+	// CAPoll is how often the gateway reads ca_dir again for a rotation (DefaultCAPoll when zero).
+	CAPoll time.Duration `yaml:"ca_poll"`
+	// Revocation says where the CA's signed revocation list comes from.
+	Revocation RevocationConfig `yaml:"revocation"`
 	// Federation lists partner trust domains and their bundle files.
 	Federation []Federation `yaml:"federation"`
 	Policy     PolicyConfig `yaml:"policy"`
@@ -74,6 +79,17 @@ type AdminConfig struct {
 type Federation struct {
 	TrustDomain string `yaml:"trust_domain"`
 	BundleFile  string `yaml:"bundle_file"`
+}
+
+// RevocationConfig locates the revocation list (`ztgate pki revoke`), which every gateway polls.
+type RevocationConfig struct {
+	// Source is a file (on a shared folder) or the http:// or https:// URL of any server holding
+	// the list; it is signed by the CA, so the server need not be trusted. When set, the gateway
+	// refuses to start without a list that verifies. Default: revocations.json in ca_dir, if it
+	// is there when the gateway starts.
+	Source string `yaml:"source"`
+	// Poll is how often the gateway looks for a new list (DefaultRevocationPoll when zero).
+	Poll time.Duration `yaml:"poll"`
 }
 
 // PolicyConfig selects the policy bundle.
@@ -183,6 +199,9 @@ func (c *Config) resolve(base string) {
 		}
 	}
 	abs(&c.CADir)
+	if !isURL(c.Revocation.Source) {
+		abs(&c.Revocation.Source)
+	}
 	if !policies.IsServerURL(c.Policy.Bundle) {
 		abs(&c.Policy.Bundle)
 	}
@@ -230,6 +249,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SVIDTTL < 0 || c.SVIDTTL > pki.MaxSVIDTTL {
 		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
+	}
+	if c.CAPoll < 0 || c.Revocation.Poll < 0 {
+		errs = append(errs, errors.New("ca_poll and revocation.poll must not be negative"))
 	}
 	for i, f := range c.Federation {
 		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
@@ -364,7 +386,7 @@ type Runtime struct {
 	Rollout   *Rollout
 	Audit     *audit.Log
 	Source    *pki.Source
-	CA        *pki.CA
+	CA        *pki.CA // as loaded at start; the gateway follows later changes of ca_dir (ca_poll)
 	Ledger    *pki.TokenLedger
 	Bundles   *pki.TrustBundles
 	Keyring   *keyring.Keyring
@@ -374,6 +396,10 @@ type Runtime struct {
 	witnessing *witnessing // nil without witnesses
 	// Admin is the dashboard; nil unless the config has admin.
 	Admin *admin.Server
+
+	issuer      *caIssuer          // the CA as the gateway signs with it, reloaded on change
+	caWatch     *caWatcher         // nil with checkOnly
+	revocations *revocationWatcher // nil without a revocation list
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -396,6 +422,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		return nil, fmt.Errorf("CA in %s is for %s, gateway is in %s", c.CADir, ca.TrustDomain(), id.TrustDomain())
 	}
 	rt.CA = ca
+	rt.issuer = newCAIssuer(ca)
 	rt.Bundles = pki.NewTrustBundles()
 	rt.Bundles.Set(ca.TrustDomain(), ca.Roots())
 	for _, f := range c.Federation {
@@ -412,7 +439,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if err != nil {
 		return nil, fmt.Errorf("issuing the gateway's SVID: %w", err)
 	}
-	rt.Source = pki.NewSource(svid, pki.RenewWith(ca, ttl), logger.With("component", "svid"), time.Now)
+	rt.Source = pki.NewSource(svid, pki.RenewWith(rt.issuer, ttl), logger.With("component", "svid"), time.Now)
 
 	keyDir := c.keyDir()
 	signerPath := filepath.Join(keyDir, audit.SignerKeyFile)
@@ -457,6 +484,11 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		if a := c.Admin; a != nil && a.CertFile != "" {
 			if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
 				return nil, fmt.Errorf("admin.cert_file: %w", err)
+			}
+		}
+		if w := rt.newRevocationWatcher(id, logger, ""); w != nil {
+			if err := w.start(ctx); err != nil {
+				return nil, err
 			}
 		}
 		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
@@ -529,12 +561,23 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey, Sealer: rt.Sealer, Pseudonyms: keyring.NewPseudonyms(rt.Keyring), Rollout: rt.Rollout,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
-		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
+		Issuer: rt.issuer, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),
 	})
 	if err != nil {
 		rt.Close()
 		return nil, err
+	}
+	rt.caWatch = &caWatcher{
+		dir: c.CADir, poll: cmp.Or(c.CAPoll, DefaultCAPoll), issuer: rt.issuer, bundles: rt.Bundles, source: rt.Source,
+		audit: rt.Audit, logger: logger.With("component", "ca"), gateway: c.SPIFFEID,
+	}
+	// A gateway told where its revocations are does not serve before it has them.
+	if rt.revocations = rt.newRevocationWatcher(id, logger, filepath.Join(keyDir, RevocationSeenFile)); rt.revocations != nil {
+		if err := rt.revocations.start(ctx); err != nil {
+			rt.Close()
+			return nil, err
+		}
 	}
 	if c.Admin != nil {
 		if rt.Admin, err = rt.newAdmin(id, filepath.Join(keyDir, audit.VerifierKeyFile)); err != nil {
@@ -603,6 +646,10 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 		go func() { _ = rt.Candidate.Watch(ctx) }()
 	}
 	go rt.shredInputs(ctx)
+	go rt.caWatch.run(ctx)
+	if rt.revocations != nil {
+		go rt.revocations.run(ctx)
+	}
 	if rt.witnessing != nil {
 		rt.witnessing.run(ctx)
 	}
@@ -769,10 +816,29 @@ func enrolCertificate(src *pki.Source, iss Issuer) func(*tls.ClientHelloInfo) (*
 		if err != nil || iss == nil {
 			return c, err
 		}
+		root, err := rootOf(c, iss.Roots())
+		if err != nil {
+			return nil, err
+		}
 		cc := *c
-		cc.Certificate = append(append([][]byte(nil), c.Certificate...), iss.Roots()[0].Raw)
+		cc.Certificate = append(append([][]byte(nil), c.Certificate...), root.Raw)
 		return &cc, nil
 	}
+}
+
+// rootOf finds the root that signed the last certificate of c's chain: during a CA rotation the
+// gateway's own SVID may still chain to the outgoing root for a moment.
+func rootOf(c *tls.Certificate, roots []*x509.Certificate) (*x509.Certificate, error) {
+	last, err := x509.ParseCertificate(c.Certificate[len(c.Certificate)-1])
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roots {
+		if last.CheckSignatureFrom(r) == nil {
+			return r, nil
+		}
+	}
+	return nil, errors.New("no published root signed the gateway's SVID")
 }
 
 // loadResetKey reads the stateless reset key, creating it on first start.
@@ -800,6 +866,30 @@ func loadResetKey(path string) (*quic.StatelessResetKey, error) {
 	}
 	copy(k[:], b)
 	return &k, nil
+}
+
+// newRevocationWatcher returns the watcher of the configured revocation list, or of the CA
+// directory's own list if it exists; nil when there is neither. seen is where accepted lists are
+// kept ("" to keep none).
+func (rt *Runtime) newRevocationWatcher(id spiffeid.ID, logger *slog.Logger, seen string) *revocationWatcher {
+	where := rt.Config.Revocation.Source
+	if where == "" {
+		where = filepath.Join(rt.Config.CADir, pki.RevocationsFile)
+		if !fileExists(where) {
+			logger.Warn("no revocation list: revocations are not applied (create one with `ztgate pki revoke --init`)", "looked_for", where)
+			return nil
+		}
+	}
+	w := &revocationWatcher{
+		src: newRevocationSource(where), poll: cmp.Or(rt.Config.Revocation.Poll, DefaultRevocationPoll),
+		td: id.TrustDomain(), bundles: rt.Bundles, audit: rt.Audit, seen: seen, now: time.Now,
+		logger: logger.With("component", "revocation"), gateway: id.String(), gw: rt.Gateway,
+	}
+	return w
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 func fileExists(path string) bool {

@@ -104,6 +104,9 @@ type Gateway struct {
 	tlsConf      *tls.Config
 	h3           *http3.Server
 	wg           sync.WaitGroup
+	// revocations is the revocation list in force (nil: none); live finds the connections it closes.
+	revocations atomic.Pointer[pki.RevocationList]
+	live        liveConns
 }
 
 // New validates opts and builds a Gateway.
@@ -230,6 +233,7 @@ type peer struct {
 	id       spiffeid.ID
 	notAfter time.Time
 	remote   string
+	leaf     *x509.Certificate // the SVID it authenticated with, for revocation checks
 }
 
 func peerOf(cs tls.ConnectionState, remote net.Addr) (peer, error) {
@@ -237,7 +241,7 @@ func peerOf(cs tls.ConnectionState, remote net.Addr) (peer, error) {
 	if err != nil {
 		return peer{}, err
 	}
-	p := peer{id: id, notAfter: cs.PeerCertificates[0].NotAfter}
+	p := peer{id: id, notAfter: cs.PeerCertificates[0].NotAfter, leaf: cs.PeerCertificates[0]}
 	if remote != nil {
 		p.remote = remote.String()
 	}
@@ -276,6 +280,14 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(0x13, "svid expired")
 	})
 	defer expire.Stop()
+	// Registered before the revocation list is read: a list applied meanwhile either finds the
+	// connection in the registry or is the one read here.
+	g.live.add(conn, p)
+	defer g.live.remove(conn)
+	if err := g.revokedErr(p.id, p.leaf); err != nil {
+		conn.CloseWithError(closeRevoked, "revoked")
+		return
+	}
 	if cs.NegotiatedProtocol == wire.ALPNH3 {
 		if err := g.h3.ServeQUICConn(conn); err != nil && ctx.Err() == nil {
 			g.logger.DebugContext(ctx, "http/3 connection ended", "peer", p.id.String(), "err", err)
@@ -416,6 +428,17 @@ func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.R
 		g.refuseStream(str, CodeUnauthenticated, "svid expired; enrol again")
 		return
 	}
+	if err := g.revokedErr(p.id, p.leaf); err != nil {
+		rec := &audit.Record{
+			Kind: audit.KindEnrol, Time: g.now().UTC(), Gateway: g.opts.ID.String(), Source: p.id.String(), Remote: p.remote,
+			Decision: "deny", Reasons: []audit.Reason{{Code: pki.CodeRevoked, Message: err.Error()}}, Note: "renew",
+		}
+		if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
+			g.logger.ErrorContext(ctx, "audit log unavailable while refusing a renewal", "err", aerr)
+		}
+		g.refuseStream(str, CodeDenied, err.Error())
+		return
+	}
 	// Whether an identity may keep renewing is policy: an officer revokes one by taking it out of
 	// the catalog, and it loses access within one SVID lifetime.
 	in := g.input("renew", p, "", "RENEW", "/", "", nil)
@@ -444,7 +467,8 @@ func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.R
 		g.refuseStream(str, code, err.Error())
 		return
 	}
-	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, nil))
+	// The bundle comes with every renewal, so peers learn a new root well before it signs anything.
+	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, g.opts.Issuer.Roots()))
 }
 
 func svidFrame(chain, roots []*x509.Certificate) wire.SVID {
@@ -555,7 +579,10 @@ func (g *Gateway) serverTLSConfig() *tls.Config {
 }
 
 func (g *Gateway) verifyPeer(ctx context.Context, raw [][]byte, remote string) error {
-	_, _, err := g.opts.Bundles.Verify(raw, g.now())
+	id, leaf, err := g.opts.Bundles.Verify(raw, g.now())
+	if err == nil {
+		err = g.revokedErr(id, leaf)
+	}
 	if err == nil {
 		return nil
 	}

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -68,6 +69,9 @@ type CA struct {
 	rootSHA256 string
 	inter      *x509.Certificate
 	interKey   *ecdsa.PrivateKey
+	bundle     []*x509.Certificate // published roots, ca.root first
+	rotation   *Rotation           // nil unless a rotation is in progress
+	previous   *chain              // the chain a rotation activated over, if any
 	now        func() time.Time
 }
 
@@ -93,66 +97,13 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 		}
 	}
 
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("initialising CA: generating root key: %w", err)
-	}
-	interKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("initialising CA: generating intermediate key: %w", err)
-	}
-	notBefore := now.Add(-DefaultClockSkew)
-	tdURI := td.ID().URL()
-
-	rootSerial, err := randomSerial()
+	root, rootKey, err := createRoot(td, now)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
 	}
-	rootTmpl := &x509.Certificate{
-		SerialNumber:          rootSerial,
-		Subject:               pkix.Name{Organization: []string{"ztgate"}, CommonName: td.Name() + " root CA"},
-		NotBefore:             notBefore,
-		NotAfter:              now.Add(RootTTL),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            1,
-		URIs:                  []*url.URL{tdURI},
-	}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("initialising CA: creating root: %w", err)
-	}
-	root, err := x509.ParseCertificate(rootDER)
-	if err != nil {
-		return nil, fmt.Errorf("initialising CA: parsing root: %w", err)
-	}
-
-	interSerial, err := randomSerial()
+	inter, interKey, err := createIntermediate(td, root, rootKey, now)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
-	}
-	interTmpl := &x509.Certificate{
-		SerialNumber:                interSerial,
-		Subject:                     pkix.Name{Organization: []string{"ztgate"}, CommonName: td.Name() + " intermediate CA"},
-		NotBefore:                   notBefore,
-		NotAfter:                    minTime(now.Add(IntermediateTTL), root.NotAfter),
-		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid:       true,
-		IsCA:                        true,
-		MaxPathLen:                  0,
-		MaxPathLenZero:              true,
-		URIs:                        []*url.URL{tdURI},
-		PermittedURIDomains:         []string{td.Name()},
-		PermittedDNSDomainsCritical: true,
-	}
-	interDER, err := x509.CreateCertificate(rand.Reader, interTmpl, root, &interKey.PublicKey, rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("initialising CA: creating intermediate: %w", err)
-	}
-	inter, err := x509.ParseCertificate(interDER)
-	if err != nil {
-		return nil, fmt.Errorf("initialising CA: parsing intermediate: %w", err)
 	}
 
 	rootKeyPEM, err := encodePrivateKeyPEM(rootKey)
@@ -189,73 +140,112 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 // LoadCA opens the CA in dir. It checks that the intermediate chains to the
 // root at now(), that its key matches, and that both name the same trust
 // domain; any doubt is an error. now is the clock used for every signature.
+//
+// A rotation in progress (see StageRotation) is part of the CA: before its
+// activation time the CA signs with the chain in dir, from then on with the
+// staged one, and Roots is the published bundle.pem, which must hold the roots
+// of both.
 func LoadCA(dir string, now func() time.Time) (*CA, error) {
 	if now == nil {
 		return nil, errors.New("loading CA: nil clock")
 	}
-	roots, err := LoadPEMCertificates(filepath.Join(dir, RootCertFile))
+	rot, err := readRotation(dir)
 	if err != nil {
 		return nil, fmt.Errorf("loading CA: %w", err)
 	}
-	inters, err := LoadPEMCertificates(filepath.Join(dir, IntermediateCertFile))
+	at := now()
+	cur, err := loadChain(dir, dir, at, rot == nil || at.Before(rot.ActivateAt))
 	if err != nil {
 		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	ca := newCA(cur.td, cur.root, cur.inter, cur.interKey, now)
+	if err := ca.applyRotation(dir, rot, cur, at); err != nil {
+		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	return ca, nil
+}
+
+// chain is one signing chain of the CA: a root, the intermediate it signed,
+// and the intermediate's key.
+type chain struct {
+	td       spiffeid.TrustDomain
+	root     *x509.Certificate
+	inter    *x509.Certificate
+	interKey *ecdsa.PrivateKey
+}
+
+// loadChain reads root.pem from rootDir and intermediate.pem and
+// intermediate.key from interDir, and checks that they form one chain for one
+// trust domain. A chain that signs must be valid at `at`; one that does not
+// (the other side of a rotation) is only checked for its signatures.
+func loadChain(rootDir, interDir string, at time.Time, signs bool) (*chain, error) {
+	roots, err := LoadPEMCertificates(filepath.Join(rootDir, RootCertFile))
+	if err != nil {
+		return nil, err
+	}
+	inters, err := LoadPEMCertificates(filepath.Join(interDir, IntermediateCertFile))
+	if err != nil {
+		return nil, err
 	}
 	if len(roots) != 1 || len(inters) != 1 {
-		return nil, fmt.Errorf("loading CA: want one root and one intermediate certificate, got %d and %d", len(roots), len(inters))
+		return nil, fmt.Errorf("want one root and one intermediate certificate, got %d and %d", len(roots), len(inters))
 	}
 	root, inter := roots[0], inters[0]
-	key, err := LoadPrivateKey(filepath.Join(dir, IntermediateKeyFile))
+	key, err := LoadPrivateKey(filepath.Join(interDir, IntermediateKeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("loading CA: %w", err)
+		return nil, err
 	}
 	interKey, ok := key.(*ecdsa.PrivateKey)
 	if !ok || interKey.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("loading CA: intermediate key must be ECDSA P-256, got %T", key)
+		return nil, fmt.Errorf("intermediate key must be ECDSA P-256, got %T", key)
 	}
 	if !publicKeysEqual(inter.PublicKey, interKey.Public()) {
-		return nil, errors.New("loading CA: intermediate key does not match intermediate certificate")
+		return nil, errors.New("intermediate key does not match intermediate certificate")
 	}
 	if !root.IsCA || !inter.IsCA {
-		return nil, errors.New("loading CA: root and intermediate must be CA certificates")
+		return nil, errors.New("root and intermediate must be CA certificates")
 	}
 	if len(root.URIs) != 1 || len(inter.URIs) != 1 {
-		return nil, errors.New("loading CA: root and intermediate must each carry the trust domain URI")
+		return nil, errors.New("root and intermediate must each carry the trust domain URI")
 	}
 	td, err := spiffeid.TrustDomainFromURI(root.URIs[0])
 	if err != nil {
-		return nil, fmt.Errorf("loading CA: root URI SAN: %w", err)
+		return nil, fmt.Errorf("root URI SAN: %w", err)
 	}
 	interTD, err := spiffeid.TrustDomainFromURI(inter.URIs[0])
 	if err != nil || interTD != td {
-		return nil, fmt.Errorf("loading CA: intermediate URI SAN %s does not match root trust domain %s", inter.URIs[0], td)
+		return nil, fmt.Errorf("intermediate URI SAN %s does not match root trust domain %s", inter.URIs[0], td)
+	}
+	if !signs {
+		at = inter.NotBefore.Add(DefaultClockSkew)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
 	if _, err := inter.Verify(x509.VerifyOptions{
 		Roots:       pool,
-		CurrentTime: now(),
+		CurrentTime: at,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
-		return nil, fmt.Errorf("loading CA: intermediate does not chain to root: %w", err)
+		return nil, fmt.Errorf("intermediate does not chain to root: %w", err)
 	}
-	return newCA(td, root, inter, interKey, now), nil
+	return &chain{td: td, root: root, inter: inter, interKey: interKey}, nil
 }
 
 func newCA(td spiffeid.TrustDomain, root, inter *x509.Certificate, interKey *ecdsa.PrivateKey, now func() time.Time) *CA {
 	sum := sha256.Sum256(root.Raw)
-	return &CA{td: td, root: root, rootSHA256: hex.EncodeToString(sum[:]), inter: inter, interKey: interKey, now: now}
+	return &CA{td: td, root: root, rootSHA256: hex.EncodeToString(sum[:]), inter: inter, interKey: interKey, bundle: []*x509.Certificate{root}, now: now}
 }
 
 // TrustDomain is the trust domain this CA issues for.
 func (ca *CA) TrustDomain() spiffeid.TrustDomain { return ca.td }
 
-// Roots is the CA's trust bundle (a fresh slice; the certificates are shared
-// and must not be modified).
-func (ca *CA) Roots() []*x509.Certificate { return []*x509.Certificate{ca.root} }
+// Roots is the CA's published trust bundle, the root it signs under first (a
+// fresh slice; the certificates are shared and must not be modified). During a
+// root rotation it holds the outgoing and the incoming root.
+func (ca *CA) Roots() []*x509.Certificate { return slices.Clone(ca.bundle) }
 
-// RootSHA256 is the lowercase hex SHA-256 of the root certificate's DER, the
-// pin carried in join tokens.
+// RootSHA256 is the lowercase hex SHA-256 of the DER of the root the CA signs
+// under, the pin carried in join tokens.
 func (ca *CA) RootSHA256() string { return ca.rootSHA256 }
 
 // Intermediate is the CA's signing certificate.

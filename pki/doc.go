@@ -8,6 +8,14 @@
 // leaf it signs carries exactly one URI SAN, the SPIFFE ID the CA decided on,
 // whatever the certificate request asked for.
 //
+// The CA rotates in stages (StageRotation, FinishRotation): a new intermediate
+// under the same root, or a new root and intermediate whose root is published
+// beside the old one before anything is signed under it, and stays there until
+// the last SVID signed under the old root has expired. Officers revoke an
+// identity or one certificate in a signed, append-only revocation list kept
+// with the CA (Revoke, VerifyRevocations); a gateway refuses a list that does
+// not verify or goes back, and keeps the one it has.
+//
 // Everything here fails closed. [TrustBundles.Verify] rejects a peer unless its
 // leaf is a well-formed X509-SVID that chains to the roots of the peer's own
 // trust domain (never to a shared pool), and says why with a [PeerError] code the

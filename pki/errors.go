@@ -46,6 +46,24 @@ var (
 	// ErrServerNotAuthorized means the server presented a valid SVID whose ID the
 	// client's authorizer refused (or the client was given no authorizer).
 	ErrServerNotAuthorized = errors.New("pki: server identity not authorized")
+
+	// ErrRotationInProgress means a CA rotation is already staged; finish it
+	// before starting another.
+	ErrRotationInProgress = errors.New("pki: a CA rotation is in progress")
+	// ErrNoRotation means there is no CA rotation to finish.
+	ErrNoRotation = errors.New("pki: no CA rotation in progress")
+	// ErrRotationNotDue means the outgoing chain may still have signed SVIDs
+	// that are valid; try again after the time the error names.
+	ErrRotationNotDue = errors.New("pki: CA rotation cannot finish yet")
+
+	// ErrRevocationList means a revocation list is malformed, is not signed by
+	// an intermediate of its trust domain, or does not follow the one it
+	// replaces (a lower sequence, or an entry still in force left out). A
+	// gateway keeps the list it has.
+	ErrRevocationList = errors.New("pki: revocation list refused")
+	// ErrRevocationListFull means the list holds DefaultMaxRevocations entries
+	// in force; entries leave it MaxSVIDTTL after their revocation.
+	ErrRevocationListFull = errors.New("pki: revocation list full")
 )
 
 // Peer verification failure codes carried by PeerError.Code. They are stable
@@ -57,6 +75,7 @@ const (
 	CodeExpired            = "expired"
 	CodeNotYetValid        = "not_yet_valid"
 	CodeBadChain           = "bad_chain"
+	CodeRevoked            = "revoked"
 )
 
 // PeerError is returned by TrustBundles.Verify when a peer's certificates are

@@ -109,10 +109,8 @@ func (ca *CA) verifyCompact(signed string, sig []byte) bool {
 		return false
 	}
 	digest := sha256.Sum256([]byte(signed))
-	r := new(big.Int).SetBytes(sig[:32])
-	s := new(big.Int).SetBytes(sig[32:])
-	pub, ok := ca.inter.PublicKey.(*ecdsa.PublicKey)
-	return ok && ecdsa.Verify(pub, digest[:], r, s)
+	// During an intermediate rotation a token signed by the previous intermediate stays good.
+	return ca.tokenSignedBy(digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
 }
 
 // ParseJoinToken decodes a token without verifying its signature or expiry,

@@ -61,6 +61,7 @@ type Source struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	rotated chan struct{}
+	wake    chan struct{}
 }
 
 // NewSource starts from initial, which must be a consistent SVID (see
@@ -73,7 +74,7 @@ func NewSource(initial *SVID, renew RenewFunc, logger *slog.Logger, now func() t
 	if now == nil {
 		now = time.Now
 	}
-	s := &Source{renew: renew, logger: logger, now: now, rotated: make(chan struct{}, 1)}
+	s := &Source{renew: renew, logger: logger, now: now, rotated: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 	if initial != nil {
 		s.state.Store(newState(initial, now()))
 	}
@@ -110,6 +111,16 @@ func (s *Source) current() (*tls.Certificate, error) {
 		return nil, errors.New("pki: no SVID")
 	}
 	return st.cert, nil
+}
+
+// RenewNow asks Run to renew at once rather than at half-life, for example
+// because the issuer started signing under a new chain and peers should see it
+// soon. It does not wait for the renewal.
+func (s *Source) RenewNow() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // NextRenewal is when Run will next renew (unless a retry is pending): half
@@ -160,6 +171,8 @@ func (s *Source) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-timer.C:
+			case <-s.wake:
+				timer.Stop()
 			}
 		} else if err := ctx.Err(); err != nil {
 			return err

@@ -274,16 +274,33 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"leaf for code signing only", func() any {
 			return c.craftLeaf(t, func(x *x509.Certificate) { x.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning} })
 		}, "bad_chain"},
+		{"CA leaf", func() any {
+			return c.craftLeaf(t, func(x *x509.Certificate) { x.IsCA, x.KeyUsage = true, x.KeyUsage|x509.KeyUsageCertSign })
+		}, "bad_svid"},
+		{"keyCertSign on a leaf", func() any {
+			return c.craftLeaf(t, func(x *x509.Certificate) { x.KeyUsage |= x509.KeyUsageCertSign })
+		}, "bad_svid"},
+		{"cRLSign on a leaf", func() any {
+			return c.craftLeaf(t, func(x *x509.Certificate) { x.KeyUsage |= x509.KeyUsageCRLSign })
+		}, "bad_svid"},
+		{"not yet valid", func() any {
+			return c.craftLeaf(t, func(x *x509.Certificate) {
+				x.NotBefore, x.NotAfter = time.Now().Add(time.Hour), time.Now().Add(2*time.Hour)
+			})
+		}, "not_yet_valid"},
+		{"federated partner's CA signing a city identity", func() any { return c.partnerSignedCityLeaf(t) }, "bad_chain"},
+		{"client-supplied intermediate not chained to the bundle", func() any { return c.impostorIntermediateLeaf(t) }, "bad_chain"},
 		{"no client certificate", func() any { return nil }, "no_certificate"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.desc, func(t *testing.T) {
 			cl := c.h3ClientMaybe(tc.svid())
+			refusals := c.gw.count(`handshake refused.*reason=` + tc.code)
 			r := do(cl, "GET", "https://"+c.addr+"/cadastre.parcels/parcels/1", "operations", nil, nil)
 			if r.err == nil {
 				t.Fatalf("handshake succeeded: %d %s", r.status, r.body)
 			}
-			c.gw.waitFor(t, `handshake refused.*reason=`+tc.code, 5*time.Second)
+			c.gw.waitForMore(t, `handshake refused.*reason=`+tc.code, refusals, 5*time.Second)
 			check(t)
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,7 +371,46 @@ func (c *Connector) renew(ctx context.Context, csr []byte, key crypto.Signer) (*
 	if err := svid.Save(c.cfg.StateDir); err != nil {
 		c.logger.WarnContext(ctx, "could not save renewed SVID", "err", err)
 	}
+	if len(s.Bundle) > 0 {
+		if err := c.updateBundle(ctx, s.Bundle); err != nil {
+			c.logger.WarnContext(ctx, "gateway sent a trust bundle we cannot use; keeping ours", "err", err)
+		}
+	}
 	return svid, nil
+}
+
+// DefaultMaxBundleRoots bounds the roots a gateway may send in one bundle: two during a CA
+// rotation, a few more if a trust domain ever keeps several.
+const DefaultMaxBundleRoots = 16
+
+// updateBundle makes the roots the gateway sent with a renewal our trust bundle, and keeps them
+// in the state dir for the next start. It is how a CA rotation reaches connectors: the gateway
+// publishes the new root beside the old one at least one SVID lifetime before signing under it.
+func (c *Connector) updateBundle(ctx context.Context, ders [][]byte) error {
+	if len(ders) > DefaultMaxBundleRoots {
+		return fmt.Errorf("%d roots, at most %d", len(ders), DefaultMaxBundleRoots)
+	}
+	roots := make([]*x509.Certificate, 0, len(ders))
+	for _, der := range ders {
+		r, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("parsing bundle: %w", err)
+		}
+		if !r.BasicConstraintsValid || !r.IsCA {
+			return errors.New("bundle holds a certificate that is not a CA")
+		}
+		roots = append(roots, r)
+	}
+	old := c.bundles.Roots(c.id.TrustDomain())
+	if slices.EqualFunc(old, roots, (*x509.Certificate).Equal) {
+		return nil
+	}
+	if err := pki.WritePEMCertificates(filepath.Join(c.cfg.StateDir, "bundle.pem"), roots); err != nil {
+		return err
+	}
+	c.bundles.Set(c.id.TrustDomain(), roots)
+	c.logger.InfoContext(ctx, "trust bundle updated by the gateway", "roots", len(roots), "was", len(old))
+	return nil
 }
 
 func (c *Connector) dial(ctx context.Context) (*gwConn, error) {

@@ -277,7 +277,7 @@ type Renew struct {
 // SVID carries a certificate chain, leaf first, DER encoded.
 type SVID struct {
 	Chain  [][]byte `json:"chain"`
-	Bundle [][]byte `json:"bundle,omitempty"` // trust bundle roots, sent to newcomers
+	Bundle [][]byte `json:"bundle,omitempty"` // trust bundle roots, sent on enrolment and renewal
 }
 
 // Enrol redeems a join token.

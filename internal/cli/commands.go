@@ -189,7 +189,12 @@ func cmdPKIInit(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "created CA for %s in %s\ntrust bundle: %s\nroot sha256: %s\n", td, *dir, filepath.Join(*dir, pki.BundleFile), ca.RootSHA256())
+	// An empty signed list from the start: gateways then load it, and every revocation after this
+	// only appends to it.
+	if _, err := pki.InitRevocations(*dir, ca); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "created CA for %s in %s\ntrust bundle: %s\nroot sha256: %s\nrevocation list: %s\n", td, *dir, filepath.Join(*dir, pki.BundleFile), ca.RootSHA256(), filepath.Join(*dir, pki.RevocationsFile))
 	return nil
 }
 

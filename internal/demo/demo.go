@@ -206,6 +206,10 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// As `ztgate pki init` does: the gateway then applies the city's revocation list from the start.
+	if _, err := pki.InitRevocations(filepath.Join(c.dir, "ca"), c.caCity); err != nil {
+		return err
+	}
 	c.caHosp, err = pki.InitCA(filepath.Join(c.dir, "hospital-ca"), spiffeid.RequireTrustDomainFromString(HospitalTD), time.Now())
 	if err != nil {
 		return err
