@@ -553,3 +553,46 @@ func TestPeerClosedConnectionIsNotWrittenInto(t *testing.T) {
 		t.Fatalf("second connection read %d lines, want the second batch", n)
 	}
 }
+
+func TestFeed(t *testing.T) {
+	const n = 50
+	l, dir := newLog(t, n)
+	out := filepath.Join(dir, "feed.jsonl")
+	cfg := SinkConfig{Kind: KindJSONL, File: out}
+	path := CursorPath(dir, cfg.SinkName())
+
+	// A cursor held by a backfill: the feed waits, then takes it.
+	held, err := OpenCursor(path, cfg.SinkName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFeed(cfg, LogSource(l), path, nil)
+	f.retry = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(f.Status().LastError, "held by another exporter") && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	held.Close()
+	for f.Status().Next < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if st := f.Status(); st.Next != n || st.Stopped != "" {
+		t.Fatalf("feed status %+v", st)
+	}
+	if got := len(fileLines(t, out)); got != n {
+		t.Fatalf("%d lines exported, want %d", got, n)
+	}
+
+	// An unreadable cursor stops the feed with the reason, without touching the file.
+	os.WriteFile(path, []byte("garbage"), 0o600)
+	f2 := NewFeed(cfg, LogSource(l), path, nil)
+	f2.Run(context.Background())
+	if st := f2.Status(); !strings.Contains(st.Stopped, "export cursor unreadable") {
+		t.Fatalf("feed on a corrupt cursor: %+v", st)
+	}
+}
