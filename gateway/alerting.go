@@ -32,7 +32,7 @@ func (c *Config) checkAlerting() error {
 		if err := s.Check(); err != nil {
 			return err
 		}
-		if _, _, err := export.ReadCursor(export.CursorPath(c.keyDir(), s.SinkName()), s.SinkName()); err != nil {
+		if _, _, err := export.ReadCursor(c.ExportCursorPath(s.SinkName()), s.SinkName()); err != nil {
 			return fmt.Errorf("export %s: %w", s.SinkName(), err)
 		}
 	}
@@ -53,7 +53,7 @@ func newAlerting(rt *Runtime, logger *slog.Logger) (*alerting, error) {
 		if err := s.Check(); err != nil {
 			return nil, err
 		}
-		a.feeds = append(a.feeds, export.NewFeed(s, export.LogSource(rt.Audit), export.CursorPath(c.keyDir(), s.SinkName()), logger.With("component", "export")))
+		a.feeds = append(a.feeds, export.NewFeed(s, export.LogSource(rt.Audit), c.ExportCursorPath(s.SinkName()), logger.With("component", "export")))
 	}
 	var hook *alerts.Webhook
 	if w := c.Alerts.Webhook; w != nil {
@@ -156,4 +156,9 @@ func (rt *Runtime) Exports() []export.Status {
 		out = append(out, f.Status())
 	}
 	return out
+}
+
+// ExportCursorPath is where the export sink named name keeps its cursor: beside the audit key.
+func (c *Config) ExportCursorPath(name string) string {
+	return export.CursorPath(c.keyDir(), name)
 }

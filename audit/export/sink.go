@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ztgate/ztgate/audit"
@@ -47,10 +48,13 @@ type FileSink struct {
 // maxTornTail bounds the scan for a line torn by a crash: one record and its newline.
 const maxTornTail = audit.DefaultMaxRecordBytes + 1
 
-// OpenFileSink opens (or creates) path for appending. A last line without its newline — a batch
+// OpenFileSink opens (or creates, with its folder) path for appending. A last line without its newline — a batch
 // torn by a crash, never acknowledged — is cut off, so every line in the file is one whole record;
 // the records in it are sent again from the cursor.
 func OpenFileSink(path string) (*FileSink, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("opening export file: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("opening export file: %w", err)
