@@ -21,6 +21,8 @@ import (
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/audit/alerts"
 	"github.com/ztgate/ztgate/audit/export"
+	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/internal/yamlconf"
 )
 
 // syslogReceiver is a TCP syslog receiver (RFC 6587 octet counting) keeping the index each
@@ -376,4 +378,36 @@ func TestAlerts(t *testing.T) {
 		t.Errorf("denial_spike records are about %q", subjects)
 	}
 	c.verify()
+}
+
+// TestExportREADMEConfig decodes the README's export and alerts example strictly, as the gateway
+// does, and validates both sections.
+func TestExportREADMEConfig(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	saw := false
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		if !strings.HasPrefix(m[1], "# export and alerts in gateway.yaml") {
+			continue
+		}
+		var c gateway.Config
+		if err := yamlconf.Decode([]byte(m[1]), &c); err != nil {
+			t.Fatalf("README export and alerts: %v", err)
+		}
+		if err := export.ValidateSinks(c.Export); err != nil {
+			t.Fatalf("README export: %v", err)
+		}
+		if err := c.Alerts.Validate(); err != nil {
+			t.Fatalf("README alerts: %v", err)
+		}
+		if len(c.Export) != 2 || c.Alerts.Webhook == nil {
+			t.Fatalf("README export and alerts: %+v", c)
+		}
+		saw = true
+	}
+	if !saw {
+		t.Fatal("README lacks the export and alerts example")
+	}
 }
