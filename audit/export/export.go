@@ -293,9 +293,10 @@ func (e *Exporter) stop(err error) {
 	e.log.Error("export stopped: the cursor needs an operator", "err", err)
 }
 
-// Run follows the log until ctx is done: it exports what there is, waits Poll, and looks again;
-// after a failure it waits a backoff that doubles up to MaxBackoff. It returns nil when ctx is
-// done, or an error wrapping ErrCursorBeyondLog when the cursor does not fit the log.
+// Run follows the log until ctx is done: it exports what there is, again at once while more
+// arrived meanwhile, and after Poll once caught up; after a failure it waits a backoff that
+// doubles up to MaxBackoff. It returns nil when ctx is done, or an error wrapping
+// ErrCursorBeyondLog when the cursor does not fit the log.
 func (e *Exporter) Run(ctx context.Context) error {
 	backoff := e.opts.MinBackoff
 	t := time.NewTimer(0)
@@ -315,7 +316,12 @@ func (e *Exporter) Run(ctx context.Context) error {
 			backoff = min(2*backoff, e.opts.MaxBackoff)
 		default:
 			backoff = e.opts.MinBackoff
-			t.Reset(e.opts.Poll)
+			// Records that arrived during the pass go out at once; a caught-up exporter polls.
+			wait := e.opts.Poll
+			if size, err := e.opts.Source.Size(ctx); err == nil && size > e.Next() {
+				wait = 0
+			}
+			t.Reset(wait)
 		}
 	}
 }
