@@ -25,9 +25,15 @@ type series struct {
 	since  int64   // the first minute seen
 	seen   time.Time
 
-	// The sliding window: counts per bucket, and the bucket number each count belongs to.
+	// win is the sliding window of a denial series (nil for exchange volume).
+	win *window
+}
+
+// window counts events in windowBuckets buckets; last is the newest bucket number, and every
+// bucket older than last-windowBuckets+1 has been zeroed as the window moved.
+type window struct {
 	counts [windowBuckets]uint32
-	stamps [windowBuckets]int64
+	last   int64
 }
 
 func newSeries(t time.Time) *series {
@@ -61,20 +67,33 @@ func (s *series) add(t time.Time, alpha float64) {
 }
 
 // addWindow counts one event at t in the sliding window and returns the events within the window
-// ending at t.
-func (s *series) addWindow(t time.Time, window time.Duration) int {
-	width := max(int64(window/windowBuckets), 1)
-	b := t.UnixNano() / width
-	i := int(b % windowBuckets)
-	if s.stamps[i] != b {
-		s.stamps[i], s.counts[i] = b, 0
+// ending at the newest event seen. An event older than the window is not counted.
+func (s *series) addWindow(t time.Time, span time.Duration) int {
+	if s.win == nil {
+		s.win = &window{}
 	}
-	s.counts[i]++
-	n := 0
-	for j := range windowBuckets {
-		if s.stamps[j] > b-windowBuckets && s.stamps[j] <= b {
-			n += int(s.counts[j])
+	w := s.win
+	width := max(int64(span/windowBuckets), 1)
+	b := t.UnixNano() / width
+	switch {
+	case w.last == 0 || b-w.last >= windowBuckets:
+		w.counts, w.last = [windowBuckets]uint32{}, b
+	case b > w.last:
+		for w.last < b {
+			w.last++
+			w.counts[w.last%windowBuckets] = 0
 		}
+	case w.last-b >= windowBuckets:
+		return w.sum()
+	}
+	w.counts[b%windowBuckets]++
+	return w.sum()
+}
+
+func (w *window) sum() int {
+	n := 0
+	for _, c := range w.counts {
+		n += int(c)
 	}
 	return n
 }

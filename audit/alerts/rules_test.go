@@ -152,3 +152,23 @@ func TestExportLag(t *testing.T) {
 		t.Errorf("alerts %v, want %v", got, want)
 	}
 }
+
+func TestSlidingWindow(t *testing.T) {
+	s := newSeries(t0)
+	steps := []struct {
+		at   time.Duration
+		want int
+	}{
+		{0, 1},
+		{59 * time.Second, 2},
+		{-61 * time.Second, 2}, // older than the window: not counted
+		{30 * time.Second, 3},  // late, but within it
+		{100 * time.Second, 2}, // the events at 0s and 30s have left the window
+		{10 * time.Minute, 1},  // a long pause empties it
+	}
+	for _, st := range steps {
+		if got := s.addWindow(t0.Add(st.at), time.Minute); got != st.want {
+			t.Fatalf("event at %s: %d in the window, want %d", st.at, got, st.want)
+		}
+	}
+}

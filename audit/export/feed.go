@@ -59,9 +59,11 @@ func (f *Feed) Run(ctx context.Context) {
 	}
 	defer cur.Close()
 	sink, err := f.cfg.NewSink()
-	for err != nil {
+	for logged := false; err != nil; logged = true {
 		f.setError(err)
-		f.log.Error("export sink cannot be opened; retrying", "export", name, "err", err)
+		if !logged {
+			f.log.Error("export sink cannot be opened; retrying", "export", name, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
