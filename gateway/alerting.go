@@ -91,8 +91,12 @@ func (a *alerting) exportStates() []alerts.ExportState {
 	return out
 }
 
-// run starts the feeds and the watcher; they stop with ctx or stop.
+// run starts the feeds and the watcher; they stop with ctx or stop. A nil alerting (a runtime
+// built with checkOnly) runs nothing.
 func (a *alerting) run(ctx context.Context) {
+	if a == nil {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ctx, a.cancel = context.WithCancel(ctx)
