@@ -24,6 +24,8 @@ import (
 
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway/admin"
+	"github.com/ztgate/ztgate/audit/alerts"
+	"github.com/ztgate/ztgate/audit/export"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
@@ -58,6 +60,10 @@ type Config struct {
 	// them must (0: all). Exchanges never wait for them.
 	Witnesses     []WitnessConfig `yaml:"witnesses"`
 	WitnessQuorum int             `yaml:"witness_quorum"`
+	// Export ships the audit log to SIEMs (JSON lines, RFC 5424 syslog), at least once.
+	Export []export.SinkConfig `yaml:"export"`
+	// Alerts configures the alert rules and the webhook alerts are POSTed to.
+	Alerts alerts.Config `yaml:"alerts"`
 	// Admin, when set, serves the information-safety center's dashboard over HTTPS.
 	Admin *AdminConfig `yaml:"admin"`
 }
@@ -232,6 +238,10 @@ func (c *Config) resolve(base string) {
 		abs(&c.Witnesses[i].Key)
 		abs(&c.Witnesses[i].CAFile)
 	}
+	for i := range c.Export {
+		c.Export[i].Resolve(abs)
+	}
+	c.Alerts.Resolve(abs)
 }
 
 // Validate checks what can be checked without touching files.
@@ -279,6 +289,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.validateWitnesses(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := export.ValidateSinks(c.Export); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Alerts.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	for svc, o := range c.Services {
@@ -400,6 +416,7 @@ type Runtime struct {
 	issuer      *caIssuer          // the CA as the gateway signs with it, reloaded on change
 	caWatch     *caWatcher         // nil with checkOnly
 	revocations *revocationWatcher // nil without a revocation list
+	alerting   *alerting   // exports and alerts; nil when built with checkOnly
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -468,6 +485,9 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if checkOnly {
 		policyOpts.Activate = func(_ context.Context, b policies.BundleInfo) error { return checkLogged(published, b) }
 		if _, err := c.LoadWitnessKeys(); err != nil {
+			return nil, err
+		}
+		if err := c.checkAlerting(); err != nil {
 			return nil, err
 		}
 		// A master key that exists must be usable; a missing one is created on first start.
@@ -558,9 +578,13 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 			return nil, err
 		}
 	}
+	if rt.alerting, err = newAlerting(rt, logger); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey, Sealer: rt.Sealer, Pseudonyms: keyring.NewPseudonyms(rt.Keyring), Rollout: rt.Rollout,
-		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
+		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.exchangeLog(),
 		Issuer: rt.issuer, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),
 	})
@@ -653,6 +677,7 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	if rt.witnessing != nil {
 		rt.witnessing.run(ctx)
 	}
+	rt.alerting.run(ctx)
 	if rt.Admin == nil {
 		return rt.Gateway.Serve(ctx, pc)
 	}
@@ -795,6 +820,9 @@ func (rt *Runtime) shredInputs(ctx context.Context) {
 // Close releases the audit log (writing a final checkpoint) and the ledger.
 func (rt *Runtime) Close() error {
 	var errs []error
+	if rt.alerting != nil {
+		rt.alerting.stop() // pending alerts are appended while the log is open
+	}
 	if rt.witnessing != nil {
 		rt.witnessing.flush() // before the log closes: the final checkpoint goes to the witnesses too
 		errs = append(errs, rt.witnessing.close())

@@ -1,0 +1,321 @@
+package alerts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/ztgate/ztgate/audit"
+)
+
+const secret = "a shared secret of the center's"
+
+// hook is a webhook receiver on loopback that checks every signature.
+type hook struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	alerts []Alert
+	bad    int
+	status []int // answers to give, in order; 200 after
+}
+
+func newHook(t *testing.T) *hook {
+	h := &hook{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(h.status) > 0 {
+			code := h.status[0]
+			h.status = h.status[1:]
+			if code != 200 {
+				w.WriteHeader(code)
+				return
+			}
+		}
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" ||
+			!VerifySignature([]byte(secret), body, r.Header.Get(SignatureHeader)) {
+			h.bad++
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var a Alert
+		if err := json.Unmarshal(body, &a); err != nil || a.ID != r.Header.Get("Ztgate-Alert-Id") {
+			h.bad++
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		h.alerts = append(h.alerts, a)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hook) got() []Alert {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.alerts)
+}
+
+func (h *hook) webhook(t *testing.T) *Webhook {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "webhook.secret")
+	os.WriteFile(path, []byte(secret+"\n"), 0o600)
+	wh, err := NewWebhook(WebhookConfig{URL: h.srv.URL + "/alerts", SecretFile: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.backoff = time.Millisecond
+	return wh
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWebhookSignsAndRetries(t *testing.T) {
+	h := newHook(t)
+	h.status = []int{503, 500} // two failures, then delivered
+	wh := h.webhook(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go wh.Run(ctx)
+	wh.Enqueue(Alert{ID: "a1", Code: CodeDenialSpike, Message: "spike", Time: t0, Identity: sim})
+	waitUntil(t, "the delivery", func() bool { return len(h.got()) == 1 })
+	got := h.got()[0]
+	if got.Code != CodeDenialSpike || got.Identity != sim || !got.Time.Equal(t0) {
+		t.Errorf("delivered %+v", got)
+	}
+	if st := wh.Status(); st.Sent != 1 || st.Retries != 2 || h.bad != 0 {
+		t.Errorf("status %+v, bad signatures %d", st, h.bad)
+	}
+	// A client error is not retried.
+	h.mu.Lock()
+	h.status = []int{400}
+	h.mu.Unlock()
+	wh.Enqueue(Alert{ID: "a2", Code: CodeExportLag})
+	waitUntil(t, "the refusal", func() bool { return wh.Status().Failed == 1 })
+	if st := wh.Status(); st.Retries != 2 {
+		t.Errorf("a 400 was retried: %+v", st)
+	}
+}
+
+func TestWebhookConfig(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("tooshort"), 0o600)
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte(secret), 0o600)
+	for _, tc := range []struct {
+		cfg     WebhookConfig
+		wantErr string
+	}{
+		{WebhookConfig{URL: "https://isc.city.example.vn/hooks", SecretFile: good}, ""},
+		{WebhookConfig{URL: "http://127.0.0.1:9000/hooks", SecretFile: good}, ""},
+		{WebhookConfig{URL: "http://isc.city.example.vn/hooks", SecretFile: good}, "plain http only to a loopback"},
+		{WebhookConfig{URL: "https://user:pw@isc.example/hooks", SecretFile: good}, "without credentials"},
+		{WebhookConfig{URL: "https://isc.example/hooks", SecretFile: short}, "at least 16 bytes"},
+		{WebhookConfig{URL: "https://isc.example/hooks", SecretFile: filepath.Join(dir, "missing")}, "secret_file"},
+	} {
+		_, err := NewWebhook(tc.cfg, nil)
+		if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.wantErr)
+		}
+	}
+	c := Config{Webhook: &WebhookConfig{URL: "https://x.example/h"}, Disable: []string{"nope"}, DedupWindow: -time.Second}
+	err := c.Validate()
+	for _, want := range []string{"secret_file is required", `unknown rule "nope"`, "dedup_window must not be negative"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v lacks %q", err, want)
+		}
+	}
+}
+
+// logBuffer collects the process log.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestAuditUnavailableAlertWaitsForTheStore(t *testing.T) {
+	h := newHook(t)
+	var logs logBuffer
+	w, l, _ := newTestWatcher(t, Config{}, func(o *Options) {
+		o.Webhook = h.webhook(t)
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// The exchange path appends through the counting decorator; the store refuses.
+	l.setFail(errStore)
+	gw := w.Counting(l)
+	if _, err := gw.Append(ctx, &audit.Record{Kind: audit.KindDecision, Decision: deny}); err == nil {
+		t.Fatal("append succeeded")
+	}
+	// Shutdown and cancelled callers are not the store's failures.
+	w.AppendFailed(audit.ErrClosed)
+	w.AppendFailed(context.Canceled)
+	waitUntil(t, "the webhook", func() bool { return len(h.got()) == 1 })
+	if a := h.got()[0]; a.Code != CodeAuditUnavailable || a.AuditIndex != nil {
+		t.Errorf("webhook got %+v", a)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "audit_unavailable") {
+		t.Errorf("no ERROR in the process log:\n%s", logs.String())
+	}
+	if st := w.Status(); st.Pending != 1 || st.AppendFailures < 1 {
+		t.Errorf("status while the store is down: %+v", st)
+	}
+	if n := len(l.alerts()); n != 0 {
+		t.Fatalf("%d alert records while the store refuses writes", n)
+	}
+	// The store writes again: the alert is appended, once, and the ring knows its index.
+	l.setFail(nil)
+	waitUntil(t, "the alert record", func() bool { return len(l.alerts()) == 1 })
+	rec := l.alerts()[0]
+	if rec.Reasons[0].Code != CodeAuditUnavailable || rec.Gateway == "" || rec.Time.IsZero() {
+		t.Errorf("alert record %+v", rec)
+	}
+	waitUntil(t, "the index in the ring", func() bool { return w.Recent()[0].AuditIndex != nil })
+	time.Sleep(50 * time.Millisecond) // the follow reads the record back: no second delivery
+	if n := len(h.got()); n != 1 {
+		t.Errorf("%d webhook deliveries, want 1", n)
+	}
+}
+
+func TestOtherAlertRecordsAreForwarded(t *testing.T) {
+	h := newHook(t)
+	from := uint64(0)
+	w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t); o.From = &from })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	l.Append(ctx, &audit.Record{Kind: audit.KindAlert, Time: t0, Source: sim, Service: "health.records",
+		Reasons: []audit.Reason{{Code: "break_glass_review", Message: "emergency access: review it"}}, Note: "justification: unconscious patient"})
+	for _, r := range spread(t0, 20, time.Second, sim, deny) {
+		l.Append(ctx, r)
+	}
+	waitUntil(t, "two deliveries", func() bool { return len(h.got()) == 2 })
+	got := h.got()
+	if got[0].Code != "break_glass_review" || got[0].AuditIndex == nil || *got[0].AuditIndex != 0 || got[1].Code != CodeDenialSpike {
+		t.Errorf("delivered %+v", got)
+	}
+	waitUntil(t, "the spike's record", func() bool { return len(l.alerts()) == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := len(h.got()); n != 2 {
+		t.Errorf("%d deliveries: the watcher's own record was forwarded again", n)
+	}
+	if n := len(w.Recent()); n != 2 {
+		t.Errorf("%d alerts in the ring, want 2", n)
+	}
+}
+
+func TestReportHook(t *testing.T) {
+	w, _, _ := newTestWatcher(t, Config{}, nil)
+	w.Report(CodeVerificationFailed, "dashboard verification failed at index 12")
+	w.Report(CodeVerificationFailed, "dashboard verification failed at index 12")
+	if got := w.Recent(); len(got) != 1 || got[0].Code != CodeVerificationFailed || w.Status().Suppressed != 1 {
+		t.Errorf("Report: %+v, status %+v", got, w.Status())
+	}
+}
+
+// tamperedLog serves one record altered, as a store changed under the log would.
+type tamperedLog struct {
+	*audit.Log
+	index uint64
+}
+
+func (l tamperedLog) Records(ctx context.Context, from, to uint64, fn func(*audit.Record) error) error {
+	return l.Log.Records(ctx, from, to, func(r *audit.Record) error {
+		if r.Index == l.index {
+			r.Decision = audit.DecisionAllow
+		}
+		return fn(r)
+	})
+}
+
+func TestPeriodicVerification(t *testing.T) {
+	dir := t.TempDir()
+	skey, vkey, _ := audit.GenerateKey("city.example.vn/gateway/gw-1")
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	l, err := audit.Open(context.Background(), audit.Options{Path: filepath.Join(dir, "audit.db"), Origin: "city.example.vn/gateway/gw-1", Signer: signer, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	add := func(n int) {
+		for _, r := range spread(t0, n, time.Second, sim, deny) {
+			if _, err := l.Append(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := l.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(37)
+	v := newIncremental(l, verifier)
+	if err := v.step(ctx); err != nil || v.verified() != 37 {
+		t.Fatalf("first step: %v, verified %d", err, v.verified())
+	}
+	add(20)
+	if err := v.step(ctx); err != nil || v.verified() != 57 {
+		t.Fatalf("incremental step: %v, verified %d", err, v.verified())
+	}
+	// Records after the verified size that do not hash to the signed root fail the step, and the
+	// watcher raises verification_failed.
+	add(10)
+	w, _, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Log = tamperedLog{Log: l, index: 60}; o.LogKey = verifier })
+	w.ver.tree, w.ver.root = v.tree, v.root
+	w.ver.size.Store(v.verified())
+	rctx, cancel := context.WithCancel(ctx)
+	go w.verifyLoop(rctx)
+	waitUntil(t, "verification_failed", func() bool { return len(w.Recent()) == 1 })
+	cancel()
+	if a := w.Recent()[0]; a.Code != CodeVerificationFailed || !strings.Contains(a.Message, "do not hash to the root signed at size 67") {
+		t.Errorf("alert %+v", a)
+	}
+	// A checkpoint signed by another key is a failure too.
+	_, otherV, _ := audit.GenerateKey("city.example.vn/gateway/gw-1")
+	ov, _ := note.NewVerifier(otherV)
+	if err := newIncremental(l, ov).step(ctx); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Errorf("a checkpoint under another key: %v", err)
+	}
+}

@@ -1,0 +1,59 @@
+package export
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ztgate/ztgate/audit"
+)
+
+// Source is the log an exporter reads. Records calls fn for each record with from <= index < to in
+// index order, each checked against its stored leaf hash; an error from fn stops the walk and is
+// returned as is.
+type Source interface {
+	Size(ctx context.Context) (uint64, error)
+	Records(ctx context.Context, from, to uint64, fn func(*audit.Record) error) error
+}
+
+// LogSource reads an open log (the gateway's own), starting each walk at its index.
+func LogSource(l *audit.Log) Source { return logSource{l} }
+
+type logSource struct{ l *audit.Log }
+
+func (s logSource) Size(context.Context) (uint64, error) { return s.l.Size(), nil }
+
+func (s logSource) Records(ctx context.Context, from, to uint64, fn func(*audit.Record) error) error {
+	return s.l.Records(ctx, from, to, fn)
+}
+
+// StoreSource reads the log at location (a SQLite file or PostgreSQL URL) without opening it for
+// writing, so it works beside a running gateway. The read-only API walks from the first record, so
+// a walk from index n reads (and skips) n records first: fine for a backfill, which walks once.
+func StoreSource(location string) Source { return storeSource(location) }
+
+type storeSource string
+
+func (s storeSource) Size(ctx context.Context) (uint64, error) {
+	return audit.CountRecords(ctx, string(s))
+}
+
+var errWalkDone = errors.New("walk done")
+
+func (s storeSource) Records(ctx context.Context, from, to uint64, fn func(*audit.Record) error) error {
+	if from >= to {
+		return nil
+	}
+	err := audit.ReadRecords(ctx, string(s), func(r *audit.Record) error {
+		if r.Index < from {
+			return nil
+		}
+		if r.Index >= to {
+			return errWalkDone
+		}
+		return fn(r)
+	})
+	if errors.Is(err, errWalkDone) {
+		return nil
+	}
+	return err
+}
