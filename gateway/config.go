@@ -36,11 +36,13 @@ type Config struct {
 	SPIFFEID string `yaml:"spiffe_id"`
 	// Country goes into every policy input's context.
 	Country string `yaml:"country"`
-	// CADir holds the built-in CA (`ztgate pki init`).
+	// CADir holds the built-in CA (`ztgate pki init`); not with identity.source: spire.
 	CADir string `yaml:"ca_dir"`
+	// Identity says where the gateway's SVID comes from: the built-in CA (default) or SPIRE.
+	Identity IdentityConfig `yaml:"identity"`
 	// SVIDTTL is the lifetime of SVIDs the gateway issues (its own, renewals, enrolments).
 	SVIDTTL time.Duration `yaml:"svid_ttl"`
-	// Federation lists partner trust domains and their bundle files.
+	// Federation lists partner trust domains: static bundle files or bundle endpoints.
 	Federation []Federation `yaml:"federation"`
 	Policy     PolicyConfig `yaml:"policy"`
 	Audit      AuditConfig  `yaml:"audit"`
@@ -48,16 +50,14 @@ type Config struct {
 	Limits     Limits       `yaml:"limits"`
 	// Services holds per-service settings.
 	Services map[string]ServiceOptions `yaml:"services"`
+	// FederationRefresh bounds how partners' bundle endpoints are polled.
+	FederationRefresh FederationRefresh `yaml:"federation_refresh"`
+	// BundleEndpoint, when set, serves the gateway's trust domain's bundle to partners.
+	BundleEndpoint *BundleEndpointConfig `yaml:"bundle_endpoint"`
 	// Witnesses cosign every checkpoint of the audit log (C2SP tlog-witness); WitnessQuorum of
 	// them must (0: all). Exchanges never wait for them.
 	Witnesses     []WitnessConfig `yaml:"witnesses"`
 	WitnessQuorum int             `yaml:"witness_quorum"`
-}
-
-// Federation trusts one partner trust domain through its bundle file.
-type Federation struct {
-	TrustDomain string `yaml:"trust_domain"`
-	BundleFile  string `yaml:"bundle_file"`
 }
 
 // PolicyConfig selects the policy bundle.
@@ -186,9 +186,7 @@ func (c *Config) resolve(base string) {
 	abs(&c.Audit.KeyDir)
 	abs(&c.Keys.MasterKey)
 	abs(&c.Keys.Dir)
-	for i := range c.Federation {
-		abs(&c.Federation[i].BundleFile)
-	}
+	c.resolveFederation(abs)
 	for i := range c.Witnesses {
 		abs(&c.Witnesses[i].Key)
 		abs(&c.Witnesses[i].CAFile)
@@ -205,23 +203,13 @@ func (c *Config) Validate() error {
 	if err != nil || id.Path() == "" {
 		errs = append(errs, fmt.Errorf("spiffe_id: %q is not a SPIFFE ID with a path", c.SPIFFEID))
 	}
-	if c.CADir == "" {
-		errs = append(errs, errors.New("ca_dir is required (create one with `ztgate pki init`)"))
+	if c.CADir == "" && !c.Identity.SPIRE() {
+		errs = append(errs, errors.New("ca_dir is required (create one with `ztgate pki init`), unless identity.source is spire"))
 	}
 	if c.SVIDTTL < 0 || c.SVIDTTL > pki.MaxSVIDTTL {
 		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
 	}
-	for i, f := range c.Federation {
-		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("federation[%d].trust_domain: %w", i, err))
-		} else if err == nil && id.TrustDomain() == td {
-			errs = append(errs, fmt.Errorf("federation[%d]: %s is the gateway's own trust domain", i, td))
-		}
-		if f.BundleFile == "" {
-			errs = append(errs, fmt.Errorf("federation[%d].bundle_file is required", i))
-		}
-	}
+	errs = append(errs, c.validateFederation(id.TrustDomain())...)
 	if err := c.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -333,7 +321,8 @@ type Runtime struct {
 	Rollout   *Rollout
 	Audit     *audit.Log
 	Source    *pki.Source
-	CA        *pki.CA
+	CA        *pki.CA // nil with identity.source: spire
+	SPIRE     *pki.SPIRESource
 	Ledger    *pki.TokenLedger
 	Bundles   *pki.TrustBundles
 	Keyring   *keyring.Keyring
@@ -341,6 +330,7 @@ type Runtime struct {
 	logger    *slog.Logger
 
 	witnessing *witnessing // nil without witnesses
+	federation *federation
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -354,32 +344,25 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	id, _ := spiffeid.FromString(c.SPIFFEID)
-	rt := &Runtime{Config: c, logger: logger}
-	ca, err := pki.LoadCA(c.CADir, time.Now)
-	if err != nil {
-		return nil, fmt.Errorf("loading CA: %w", err)
-	}
-	if ca.TrustDomain() != id.TrustDomain() {
-		return nil, fmt.Errorf("CA in %s is for %s, gateway is in %s", c.CADir, ca.TrustDomain(), id.TrustDomain())
-	}
-	rt.CA = ca
-	rt.Bundles = pki.NewTrustBundles()
-	rt.Bundles.Set(ca.TrustDomain(), ca.Roots())
-	for _, f := range c.Federation {
-		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
-		if err := rt.Bundles.LoadFile(td, f.BundleFile); err != nil {
-			return nil, fmt.Errorf("federation %s: %w", td, err)
-		}
-	}
+	rt := &Runtime{Config: c, logger: logger, Bundles: pki.NewTrustBundles()}
 	ttl := c.SVIDTTL
 	if ttl == 0 {
 		ttl = pki.DefaultSVIDTTL
 	}
-	svid, err := ca.Issue(id, ttl)
-	if err != nil {
-		return nil, fmt.Errorf("issuing the gateway's SVID: %w", err)
+	if err := rt.buildIdentity(ctx, id, ttl); err != nil {
+		return nil, err
 	}
-	rt.Source = pki.NewSource(svid, pki.RenewWith(ca, ttl), logger.With("component", "svid"), time.Now)
+	built := false
+	defer func() {
+		if !built && rt.SPIRE != nil { // a failed build lets the agent go
+			rt.SPIRE.Close()
+		}
+	}()
+	var err error
+	if rt.federation, err = rt.buildFederation(c, id.TrustDomain()); err != nil {
+		rt.Close()
+		return nil, err
+	}
 
 	keyDir := c.keyDir()
 	signerPath := filepath.Join(keyDir, audit.SignerKeyFile)
@@ -421,6 +404,8 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 				return nil, err
 			}
 		}
+		// Nothing runs after a check: the SPIRE agent was asked once and is let go.
+		defer rt.Close()
 		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 			return nil, fmt.Errorf("loading policy: %w", err)
 		}
@@ -472,10 +457,14 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 		rt.Rollout = NewRollout(rt.Candidate, cand.Enforce)
 	}
-	rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
-	if err != nil {
-		rt.Audit.Close()
-		return nil, fmt.Errorf("opening join token ledger: %w", err)
+	var issuer Issuer
+	if rt.CA != nil {
+		issuer = rt.CA
+		rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
+		if err != nil {
+			rt.Close()
+			return nil, fmt.Errorf("opening join token ledger: %w", err)
+		}
 	}
 	resetKey, err := loadResetKey(filepath.Join(keyDir, "quic-reset.key"))
 	if err != nil {
@@ -491,13 +480,14 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey, Sealer: rt.Sealer, Pseudonyms: keyring.NewPseudonyms(rt.Keyring), Rollout: rt.Rollout,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
-		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
-		Logger: logger.With("component", "gateway"),
+		Issuer: issuer, IssuerRefusal: issuerRefusal(c), Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
+		Logger: logger.With("component", "gateway"), PeerAttributes: c.peerAttributes(),
 	})
 	if err != nil {
 		rt.Close()
 		return nil, err
 	}
+	built = true
 	return rt, nil
 }
 
@@ -512,7 +502,13 @@ func (rt *Runtime) Run(ctx context.Context) error {
 
 // Serve is Run on an existing socket.
 func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
-	go func() { _ = rt.Source.Run(ctx) }()
+	if rt.CA != nil {
+		go func() { _ = rt.Source.Run(ctx) }() // with SPIRE, the agent rotates the SVID
+	}
+	if err := rt.federation.run(ctx); err != nil {
+		pc.Close()
+		return err
+	}
 	go func() { _ = rt.Policy.Watch(ctx) }()
 	if rt.Candidate != nil {
 		go func() { _ = rt.Candidate.Watch(ctx) }()
@@ -539,6 +535,9 @@ func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 	}
 	if c == nil {
 		return errors.Join(errs...)
+	}
+	if err := rt.federationChanged(c); err != nil {
+		errs = append(errs, err)
 	}
 	cand, running := c.Policy.Candidate, rt.Config.Policy.Candidate
 	switch {
@@ -651,6 +650,10 @@ func (rt *Runtime) Close() error {
 	}
 	if rt.Ledger != nil {
 		errs = append(errs, rt.Ledger.Close())
+	}
+	if rt.SPIRE != nil {
+		errs = append(errs, rt.SPIRE.Close())
+		rt.SPIRE = nil
 	}
 	return errors.Join(errs...)
 }

@@ -2,7 +2,9 @@ package pki
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -169,6 +171,12 @@ func ReadBundleFile(td spiffeid.TrustDomain, path string) ([]*x509.Certificate, 
 		}
 	}
 	return certs, nil
+}
+
+// Fingerprint is the hex SHA-256 of a certificate's DER, as officers compare roots.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 func sameRoots(a, b []*x509.Certificate) bool {

@@ -50,7 +50,10 @@ type RefresherOptions struct {
 	MaxBytes int64
 	// OnUpdate is called after a changed bundle was installed (to keep it on disk, to audit it).
 	OnUpdate func(*spiffebundle.Bundle)
-	Logger   *slog.Logger
+	// OnFailure is called after each failed fetch with the count of failures in a row (to raise
+	// an alert when a partner's endpoint starts failing).
+	OnFailure func(err error, failures int)
+	Logger    *slog.Logger
 	// Now and After are the clock; tests replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -260,6 +263,9 @@ func (r *Refresher) Refresh(ctx context.Context) (time.Duration, error) {
 				args = append(args, "roots_in_force", 0)
 			}
 			r.opts.Logger.WarnContext(ctx, "federated bundle refresh failed; keeping the last good bundle", args...)
+			if r.opts.OnFailure != nil {
+				r.opts.OnFailure(err, st.Failures)
+			}
 		}
 		return r.opts.MinRefresh, err
 	}

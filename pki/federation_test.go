@@ -397,11 +397,12 @@ func TestRefresherBadInput(t *testing.T) {
 	city, _ := newTestCA(t, cityTD, time.Now)
 	bundles.Set(cityTD, city.Roots())
 	logs := &logBuffer{}
-	var updates atomic.Int64
+	var updates, failures atomic.Int64
 	r, err := NewRefresher(RefresherOptions{
 		Partner: Partner{TrustDomain: hospitalTD, URL: ps.srv.URL + "/", Profile: ProfileHTTPSWeb, WebRoots: ps.pool()},
 		Bundles: bundles, Timeout: 300 * time.Millisecond, Logger: logs.logger(),
-		OnUpdate: func(*spiffebundle.Bundle) { updates.Add(1) },
+		OnUpdate:  func(*spiffebundle.Bundle) { updates.Add(1) },
+		OnFailure: func(_ error, n int) { failures.Store(int64(n)) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -513,6 +514,9 @@ func TestRefresherBadInput(t *testing.T) {
 			}
 			if st := r.Status(); st.Failures != i+1 || st.LastError == "" || st.Roots != 1 || st.Sequence != 10 {
 				t.Fatalf("status %+v", st)
+			}
+			if failures.Load() != int64(i+1) {
+				t.Fatalf("OnFailure told of %d failures in a row, want %d", failures.Load(), i+1)
 			}
 		})
 	}
