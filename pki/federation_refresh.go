@@ -269,7 +269,9 @@ func (r *Refresher) Refresh(ctx context.Context) (time.Duration, error) {
 		}
 		return r.opts.MinRefresh, err
 	}
-	changed := r.cur == nil || !sameRoots(r.cur.X509Authorities(), b.X509Authorities())
+	// The first fetch counts as a change even when it confirms the bootstrap or kept bundle: the
+	// bundle in force is now the endpoint's, with its sequence and hint, and is kept as such.
+	changed := r.status.LastSuccess.IsZero() || !sameRoots(r.cur.X509Authorities(), b.X509Authorities())
 	r.status.Failures = 0
 	r.status.LastError = ""
 	r.status.LastSuccess = now
