@@ -490,6 +490,13 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	rec := &audit.Record{Kind: "enrol", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Remote: conn.RemoteAddr().String(), Note: "join token"}
 	if g.opts.Issuer == nil || g.opts.Ledger == nil {
 		g.refuseStream(str, CodeDenied, cmp.Or(g.opts.IssuerRefusal, "this gateway does not enrol"))
+		// Closing the connection at once could discard the answer in flight; the newcomer
+		// closes it once it has read why.
+		str.Close()
+		select {
+		case <-conn.Context().Done():
+		case <-time.After(DefaultFirstFrameTimeout):
+		}
 		return
 	}
 	chain, id, err := g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL)
