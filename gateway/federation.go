@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -279,6 +280,32 @@ type federation struct {
 	refreshers []*pki.Refresher
 	endpoint   *pki.BundleEndpoint
 	listen     string
+	addr       atomic.Pointer[string] // the endpoint's address once it listens
+}
+
+// BundleEndpointAddr is the address the bundle endpoint listens on ("" before Serve, or without
+// one); with a listen port of 0 it names the port chosen.
+func (rt *Runtime) BundleEndpointAddr() string {
+	if rt.federation == nil {
+		return ""
+	}
+	if a := rt.federation.addr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Partners reports the refresher of every partner fetched from a bundle endpoint, in
+// configuration order.
+func (rt *Runtime) Partners() []pki.RefreshStatus {
+	if rt.federation == nil {
+		return nil
+	}
+	out := make([]pki.RefreshStatus, 0, len(rt.federation.refreshers))
+	for _, r := range rt.federation.refreshers {
+		out = append(out, r.Status())
+	}
+	return out
 }
 
 // buildFederation installs static and cached or bootstrap bundles in bundles and prepares a
@@ -429,6 +456,8 @@ func (fed *federation) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("bundle endpoint: listening on %s: %w", fed.listen, err)
 		}
+		addr := ln.Addr().String()
+		fed.addr.Store(&addr)
 		go func() { _ = fed.endpoint.Serve(ctx, ln) }()
 	}
 	for _, r := range fed.refreshers {
