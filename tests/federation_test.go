@@ -2,16 +2,9 @@ package tests
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,6 +17,7 @@ import (
 
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/internal/pkitest"
 	"github.com/ztgate/ztgate/pki"
 )
 
@@ -47,7 +41,7 @@ func (h *hospital) ehrID() string     { return "spiffe://" + h.td + "/ehr" }
 // startHospital initialises the hospital's CA in caDir and runs its gateway. With web set, the
 // bundle endpoint is https_web with that certificate; otherwise https_spiffe with the gateway's
 // own SVID.
-func startHospital(t *testing.T, name, td, country string, web *webCert) *hospital {
+func startHospital(t *testing.T, name, td, country string, web *pkitest.WebCert) *hospital {
 	t.Helper()
 	h := &hospital{t: t, name: name, td: td, country: country, dir: t.TempDir(), profile: pki.ProfileHTTPSSPIFFE}
 	mustRun(t, "pki", "init", "--dir", filepath.Join(h.dir, "ca"), "--trust-domain", td)
@@ -56,7 +50,7 @@ func startHospital(t *testing.T, name, td, country string, web *webCert) *hospit
 	endpoint := "  profile: https_spiffe\n"
 	if web != nil {
 		h.profile = pki.ProfileHTTPSWeb
-		endpoint = fmt.Sprintf("  profile: https_web\n  cert_file: %s\n  key_file: %s\n", web.certFile, web.keyFile)
+		endpoint = fmt.Sprintf("  profile: https_web\n  cert_file: %s\n  key_file: %s\n", web.CertFile, web.KeyFile)
 	}
 	bundle, _ := filepath.Abs("../policies/city")
 	h.cfg = writeFile(t, filepath.Join(h.dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
@@ -106,51 +100,6 @@ func (h *hospital) svid(caDir, id string) *pki.SVID {
 	return mustIssue(h.t, ca, id, time.Hour)
 }
 
-type webCert struct {
-	certFile, keyFile, caFile string
-}
-
-// newWebCert makes a private web CA and a server certificate for 127.0.0.1 signed by it, as a
-// hospital without a public certificate would.
-func newWebCert(t *testing.T) *webCert {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hospital web CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(leafDER)
-	w := &webCert{certFile: filepath.Join(dir, "web.pem"), keyFile: filepath.Join(dir, "web.key"), caFile: filepath.Join(dir, "web-ca.pem")}
-	if err := pki.WritePEMCertificates(w.certFile, []*x509.Certificate{leaf}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WritePrivateKey(w.keyFile, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WritePEMCertificates(w.caFile, []*x509.Certificate{caCert}); err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
 // countMatches counts the lines of p's output matching re.
 func (p *proc) countMatches(re string) int {
 	return len(regexp.MustCompile(re).FindAllString(p.out.String(), -1))
@@ -180,29 +129,14 @@ func partnerClient(t *testing.T, svid *pki.SVID, cityRoots []*x509.Certificate) 
 	return &http.Client{Transport: tr, Timeout: 15 * time.Second}
 }
 
-// crossSigned is a leaf claiming id, signed by another trust domain's intermediate (from caDir).
+// crossSigned is a leaf claiming id, signed by the intermediate of the CA in caDir.
 func crossSigned(t *testing.T, caDir, id string) *pki.SVID {
 	t.Helper()
-	ca, err := pki.LoadCA(caDir, time.Now)
+	s, err := pkitest.CrossSigned(caDir, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	interKey, err := pki.LoadPrivateKey(filepath.Join(caDir, pki.IntermediateKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse(id)
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		URIs: []*url.URL{u}, BasicConstraintsValid: true,
-	}, ca.Intermediate(), &key.PublicKey, interKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return &pki.SVID{ID: spiffeid.RequireFromString(id), Certificates: []*x509.Certificate{leaf, ca.Intermediate()}, PrivateKey: key}
+	return s
 }
 
 // TestFederationWithThreeHospitals runs the city's gateway federated by URL with three partner
@@ -214,7 +148,10 @@ func crossSigned(t *testing.T, caDir, id string) *pki.SVID {
 // bundle, also across a restart of the city's gateway; a partner that rotates its CA is trusted
 // under the new root, and no longer under the old one, after the next refresh.
 func TestFederationWithThreeHospitals(t *testing.T) {
-	web := newWebCert(t)
+	web, err := pkitest.NewWebCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	hospA := startHospital(t, "hospital-a", "hospital-a.example.sg", "SG", nil)
 	hospB := startHospital(t, "hospital-b", "hospital-b.example.de", "DE", web)
 	hospC := startHospital(t, "hospital-c", "hospital-c.example.sg", "SG", nil)
@@ -247,7 +184,7 @@ audit:
 		"--profile", "https_spiffe", "--endpoint-spiffe-id", hospA.gatewayID(), "--bootstrap-bundle", filepath.Join(hospA.dir, "ca", pki.BundleFile),
 		"--trust-level", "trusted", "--country", "SG")
 	mustRun(t, "pki", "federate", "add", "--config", cfg, "--trust-domain", hospB.td, "--url", hospB.endpoint,
-		"--profile", "https_web", "--endpoint-ca-file", web.caFile, "--trust-level", "trusted", "--country", "DE")
+		"--profile", "https_web", "--endpoint-ca-file", web.CAFile, "--trust-level", "trusted", "--country", "DE")
 	mustRun(t, "pki", "federate", "add", "--config", cfg, "--trust-domain", hospC.td, "--url", hospC.endpoint,
 		"--profile", "https_spiffe", "--endpoint-spiffe-id", hospC.gatewayID(), "--bootstrap-bundle", filepath.Join(hospC.dir, "ca", pki.BundleFile),
 		"--trust-level", "partner", "--country", "SG")

@@ -29,6 +29,7 @@ import (
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/internal/pkitest"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
 )
@@ -416,7 +417,7 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	forged, err := crossSigned(c.hospitals[1].ca, c.hospitals[1].caDir, HospitalID)
+	forged, err := pkitest.CrossSigned(c.hospitals[1].caDir, HospitalID)
 	if err != nil {
 		return nil, err
 	}

@@ -2,16 +2,9 @@ package demo
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/internal/pkitest"
 	"github.com/ztgate/ztgate/pki"
 )
 
@@ -55,7 +49,7 @@ func (c *city) startHospitals(ctx context.Context, bundle string) error {
 		{td: HospitalCTD, country: "SG", trustLevel: "partner", profile: pki.ProfileHTTPSSPIFFE},
 	}
 	for _, h := range c.hospitals {
-		if err := os.MkdirAll(filepath.Join(c.dir, h.td, "web"), 0o700); err != nil {
+		if err := os.MkdirAll(filepath.Join(c.dir, h.td), 0o700); err != nil {
 			return err
 		}
 		if h.ca == nil {
@@ -68,10 +62,11 @@ func (c *city) startHospitals(ctx context.Context, bundle string) error {
 		}
 		ep := &gateway.BundleEndpointConfig{Listen: "127.0.0.1:0", Profile: h.profile}
 		if h.profile == pki.ProfileHTTPSWeb {
-			var err error
-			if ep.CertFile, ep.KeyFile, h.webCA, err = webCertificate(filepath.Join(c.dir, h.td, "web")); err != nil {
+			w, err := pkitest.NewWebCert(filepath.Join(c.dir, h.td, "web"))
+			if err != nil {
 				return err
 			}
+			ep.CertFile, ep.KeyFile, h.webCA = w.CertFile, w.KeyFile, w.CAFile
 		}
 		cfg := &gateway.Config{
 			Listen: "127.0.0.1:0", SPIFFEID: h.gatewayID(), Country: h.country, CADir: h.caDir,
@@ -153,85 +148,4 @@ func (c *city) closeHospitals() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// crossSigned is a leaf claiming id, signed by ca's intermediate (whose key is in caDir): what a
-// partner's CA would issue to impersonate another partner.
-func crossSigned(ca *pki.CA, caDir, id string) (*pki.SVID, error) {
-	interKey, err := pki.LoadPrivateKey(filepath.Join(caDir, pki.IntermediateKeyFile))
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	u, err := url.Parse(id)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(now.UnixNano()), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		URIs: []*url.URL{u}, BasicConstraintsValid: true,
-	}, ca.Intermediate(), &key.PublicKey, interKey)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &pki.SVID{ID: spiffeid.RequireFromString(id), Certificates: []*x509.Certificate{leaf, ca.Intermediate()}, PrivateKey: key}, nil
-}
-
-// webCertificate makes a private web CA and a certificate for 127.0.0.1 it signed, in dir.
-func webCertificate(dir string) (certFile, keyFile, caFile string, err error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "demo hospital web CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return "", "", "", err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return "", "", "", err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return "", "", "", err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return "", "", "", err
-	}
-	certFile, keyFile, caFile = filepath.Join(dir, "web.pem"), filepath.Join(dir, "web.key"), filepath.Join(dir, "web-ca.pem")
-	if err := pki.WritePEMCertificates(certFile, []*x509.Certificate{leaf}); err != nil {
-		return "", "", "", err
-	}
-	if err := pki.WritePrivateKey(keyFile, key); err != nil {
-		return "", "", "", err
-	}
-	if err := pki.WritePEMCertificates(caFile, []*x509.Certificate{caCert}); err != nil {
-		return "", "", "", err
-	}
-	return certFile, keyFile, caFile, nil
 }
