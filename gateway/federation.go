@@ -373,8 +373,8 @@ func (rt *Runtime) buildFederation(c *Config, own spiffeid.TrustDomain) (*federa
 // refused until the first fetch).
 func initialBundle(c *Config, td spiffeid.TrustDomain, f Federation, logger *slog.Logger) (*spiffebundle.Bundle, error) {
 	cached := filepath.Join(c.FederationCacheDir(), td.Name()+".json")
-	if doc, err := os.ReadFile(cached); err == nil {
-		b, err := pki.ParseSPIFFEBundle(td, doc)
+	if _, err := os.Stat(cached); err == nil {
+		b, err := pki.ReadSPIFFEBundleFile(td, cached)
 		if err == nil {
 			return b, nil
 		}

@@ -146,6 +146,20 @@ func BundleSequence(roots []*x509.Certificate) uint64 {
 	return uint64(max(latest, 0))
 }
 
+// ReadSPIFFEBundleFile reads and checks (see ParseSPIFFEBundle) td's SPIFFE bundle document
+// from path, reading at most DefaultMaxBundleBytes.
+func ReadSPIFFEBundleFile(td spiffeid.TrustDomain, path string) (*spiffebundle.Bundle, error) {
+	data, err := readBounded(path, DefaultMaxBundleBytes)
+	if err != nil {
+		return nil, fmt.Errorf("reading trust bundle for %s: %w", td, err)
+	}
+	b, err := ParseSPIFFEBundle(td, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
 // ReadBundleFile reads td's roots from a file holding either PEM certificates (bundle.pem from
 // `ztgate pki init`) or a SPIFFE bundle document (JSON, as a bundle endpoint serves it). Every
 // root must be a CA certificate.

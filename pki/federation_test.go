@@ -660,3 +660,32 @@ func TestNewRefresherRejects(t *testing.T) {
 		t.Fatal("a refused refresher installed a bundle")
 	}
 }
+
+// FuzzParseSPIFFEBundle feeds the bundle parser arbitrary documents: it must never panic, and
+// whatever it accepts has at least one root, and only CA roots.
+func FuzzParseSPIFFEBundle(f *testing.F) {
+	ca, err := InitCA(f.TempDir(), hospitalTD, time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := MarshalSPIFFEBundle(hospitalTD, ca.Roots(), 3, time.Minute)
+	f.Add(good)
+	f.Add([]byte(`{"keys": []}`))
+	f.Add([]byte(`{"keys": [{"use": "x509-svid", "kty": "EC", "x5c": []}]}`))
+	f.Add([]byte(`{"keys": [{"use": "jwt-svid", "kty": "EC", "kid": "a", "crv": "P-256", "x": "", "y": ""}], "spiffe_refresh_hint": -1}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		b, err := ParseSPIFFEBundle(hospitalTD, doc)
+		if err != nil {
+			return
+		}
+		roots := b.X509Authorities()
+		if len(roots) == 0 {
+			t.Fatal("accepted a bundle without roots")
+		}
+		for _, r := range roots {
+			if !r.IsCA {
+				t.Fatal("accepted a root that is not a CA")
+			}
+		}
+	})
+}

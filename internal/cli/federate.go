@@ -143,11 +143,7 @@ func keptBundle(cfg *gateway.Config, f gateway.Federation) string {
 	if err != nil {
 		return "unreadable: " + err.Error()
 	}
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		return "unreadable: " + err.Error()
-	}
-	b, err := pki.ParseSPIFFEBundle(td, doc)
+	b, err := pki.ReadSPIFFEBundleFile(td, path)
 	if err != nil {
 		return "unusable: " + err.Error()
 	}
