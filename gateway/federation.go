@@ -187,6 +187,14 @@ func (c *Config) validateFederation(own spiffeid.TrustDomain) []error {
 	if r.Min > 0 && r.Max > 0 && r.Max < r.Min {
 		errs = append(errs, errors.New("federation_refresh.max must not be below min"))
 	}
+	// A partner's endpoint is not to be polled harder than once a second, and a fetch that takes
+	// more than a minute is hung, not slow.
+	if r.Min > 0 && r.Min < time.Second {
+		errs = append(errs, errors.New("federation_refresh.min must be at least 1s"))
+	}
+	if r.Timeout > time.Minute {
+		errs = append(errs, errors.New("federation_refresh.timeout must be at most 1m"))
+	}
 	return errs
 }
 

@@ -61,6 +61,8 @@ func TestFederationConfig(t *testing.T) {
 		{desc: "own trust domain", yaml: ca + "federation:\n  - trust_domain: city.example.vn\n    bundle_file: hospital.json\n", wantErr: "the gateway's own trust domain"},
 		{desc: "unknown key", yaml: ca + "federation:\n  - trust_domain: hospital-a.example.sg\n    bundle_file: hospital.json\n    trust: high\n", wantErr: "field trust not found"},
 		{desc: "web endpoint without certificate", yaml: ca + "bundle_endpoint:\n  listen: 127.0.0.1:8444\n  profile: https_web\n", wantErr: "https_web needs cert_file and key_file"},
+		{desc: "refresh too often", yaml: ca + "federation_refresh:\n  min: 100ms\n", wantErr: "federation_refresh.min must be at least 1s"},
+		{desc: "refresh timeout too long", yaml: ca + "federation_refresh:\n  timeout: 10m\n", wantErr: "federation_refresh.timeout must be at most 1m"},
 		{desc: "refresh bounds upside down", yaml: ca + "federation_refresh:\n  min: 1h\n  max: 1m\n", wantErr: "federation_refresh.max must not be below min"},
 		{desc: "spire with a CA", yaml: ca + "identity:\n  source: spire\n  socket: unix:///run/spire/agent.sock\n", wantErr: "ca_dir and identity.source: spire are exclusive"},
 		{desc: "spire without socket", yaml: "identity:\n  source: spire\n", wantErr: "is not a Workload API address"},
