@@ -23,9 +23,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/audit"
-	"github.com/ztgate/ztgate/gateway/admin"
 	"github.com/ztgate/ztgate/audit/alerts"
 	"github.com/ztgate/ztgate/audit/export"
+	"github.com/ztgate/ztgate/gateway/admin"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
@@ -40,15 +40,17 @@ type Config struct {
 	SPIFFEID string `yaml:"spiffe_id"`
 	// Country goes into every policy input's context.
 	Country string `yaml:"country"`
-	// CADir holds the built-in CA (`ztgate pki init`).
+	// CADir holds the built-in CA (`ztgate pki init`); not with identity.source: spire.
 	CADir string `yaml:"ca_dir"`
+	// Identity says where the gateway's SVID comes from: the built-in CA (default) or SPIRE.
+	Identity IdentityConfig `yaml:"identity"`
 	// SVIDTTL is the lifetime of SVIDs the gateway issues (its own, renewals, enrolments).
 	SVIDTTL time.Duration `yaml:"svid_ttl"`
 	// CAPoll is how often the gateway reads ca_dir again for a rotation (DefaultCAPoll when zero).
 	CAPoll time.Duration `yaml:"ca_poll"`
 	// Revocation says where the CA's signed revocation list comes from.
 	Revocation RevocationConfig `yaml:"revocation"`
-	// Federation lists partner trust domains and their bundle files.
+	// Federation lists partner trust domains: static bundle files or bundle endpoints.
 	Federation []Federation `yaml:"federation"`
 	Policy     PolicyConfig `yaml:"policy"`
 	Audit      AuditConfig  `yaml:"audit"`
@@ -56,6 +58,10 @@ type Config struct {
 	Limits     Limits       `yaml:"limits"`
 	// Services holds per-service settings.
 	Services map[string]ServiceOptions `yaml:"services"`
+	// FederationRefresh bounds how partners' bundle endpoints are polled.
+	FederationRefresh FederationRefresh `yaml:"federation_refresh"`
+	// BundleEndpoint, when set, serves the gateway's trust domain's bundle to partners.
+	BundleEndpoint *BundleEndpointConfig `yaml:"bundle_endpoint"`
 	// Witnesses cosign every checkpoint of the audit log (C2SP tlog-witness); WitnessQuorum of
 	// them must (0: all). Exchanges never wait for them.
 	Witnesses     []WitnessConfig `yaml:"witnesses"`
@@ -79,12 +85,6 @@ type AdminConfig struct {
 	// gateway's SVID, which names no host: browsers must pin its key (see README).
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
-}
-
-// Federation trusts one partner trust domain through its bundle file.
-type Federation struct {
-	TrustDomain string `yaml:"trust_domain"`
-	BundleFile  string `yaml:"bundle_file"`
 }
 
 // RevocationConfig locates the revocation list (`ztgate pki revoke`), which every gateway polls.
@@ -227,9 +227,7 @@ func (c *Config) resolve(base string) {
 	abs(&c.Audit.KeyDir)
 	abs(&c.Keys.MasterKey)
 	abs(&c.Keys.Dir)
-	for i := range c.Federation {
-		abs(&c.Federation[i].BundleFile)
-	}
+	c.resolveFederation(abs)
 	if c.Admin != nil {
 		abs(&c.Admin.CertFile)
 		abs(&c.Admin.KeyFile)
@@ -254,8 +252,8 @@ func (c *Config) Validate() error {
 	if err != nil || id.Path() == "" {
 		errs = append(errs, fmt.Errorf("spiffe_id: %q is not a SPIFFE ID with a path", c.SPIFFEID))
 	}
-	if c.CADir == "" {
-		errs = append(errs, errors.New("ca_dir is required (create one with `ztgate pki init`)"))
+	if c.CADir == "" && !c.Identity.SPIRE() {
+		errs = append(errs, errors.New("ca_dir is required (create one with `ztgate pki init`), unless identity.source is spire"))
 	}
 	if c.SVIDTTL < 0 || c.SVIDTTL > pki.MaxSVIDTTL {
 		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
@@ -263,17 +261,7 @@ func (c *Config) Validate() error {
 	if c.CAPoll < 0 || c.Revocation.Poll < 0 {
 		errs = append(errs, errors.New("ca_poll and revocation.poll must not be negative"))
 	}
-	for i, f := range c.Federation {
-		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("federation[%d].trust_domain: %w", i, err))
-		} else if err == nil && id.TrustDomain() == td {
-			errs = append(errs, fmt.Errorf("federation[%d]: %s is the gateway's own trust domain", i, td))
-		}
-		if f.BundleFile == "" {
-			errs = append(errs, fmt.Errorf("federation[%d].bundle_file is required", i))
-		}
-	}
+	errs = append(errs, c.validateFederation(id.TrustDomain())...)
 	if err := c.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -402,7 +390,8 @@ type Runtime struct {
 	Rollout   *Rollout
 	Audit     *audit.Log
 	Source    *pki.Source
-	CA        *pki.CA // as loaded at start; the gateway follows later changes of ca_dir (ca_poll)
+	CA        *pki.CA // as loaded at start (nil with identity.source: spire); the gateway follows later changes of ca_dir (ca_poll)
+	SPIRE     *pki.SPIRESource
 	Ledger    *pki.TokenLedger
 	Bundles   *pki.TrustBundles
 	Keyring   *keyring.Keyring
@@ -416,7 +405,8 @@ type Runtime struct {
 	issuer      *caIssuer          // the CA as the gateway signs with it, reloaded on change
 	caWatch     *caWatcher         // nil with checkOnly
 	revocations *revocationWatcher // nil without a revocation list
-	alerting   *alerting   // exports and alerts; nil when built with checkOnly
+	alerting    *alerting          // exports and alerts; nil when built with checkOnly
+	federation  *federation
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -430,33 +420,25 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	id, _ := spiffeid.FromString(c.SPIFFEID)
-	rt := &Runtime{Config: c, logger: logger}
-	ca, err := pki.LoadCA(c.CADir, time.Now)
-	if err != nil {
-		return nil, fmt.Errorf("loading CA: %w", err)
-	}
-	if ca.TrustDomain() != id.TrustDomain() {
-		return nil, fmt.Errorf("CA in %s is for %s, gateway is in %s", c.CADir, ca.TrustDomain(), id.TrustDomain())
-	}
-	rt.CA = ca
-	rt.issuer = newCAIssuer(ca)
-	rt.Bundles = pki.NewTrustBundles()
-	rt.Bundles.Set(ca.TrustDomain(), ca.Roots())
-	for _, f := range c.Federation {
-		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
-		if err := rt.Bundles.LoadFile(td, f.BundleFile); err != nil {
-			return nil, fmt.Errorf("federation %s: %w", td, err)
-		}
-	}
+	rt := &Runtime{Config: c, logger: logger, Bundles: pki.NewTrustBundles()}
 	ttl := c.SVIDTTL
 	if ttl == 0 {
 		ttl = pki.DefaultSVIDTTL
 	}
-	svid, err := ca.Issue(id, ttl)
-	if err != nil {
-		return nil, fmt.Errorf("issuing the gateway's SVID: %w", err)
+	if err := rt.buildIdentity(ctx, id, ttl); err != nil {
+		return nil, err
 	}
-	rt.Source = pki.NewSource(svid, pki.RenewWith(rt.issuer, ttl), logger.With("component", "svid"), time.Now)
+	built := false
+	defer func() {
+		if !built && rt.SPIRE != nil { // a failed build lets the agent go
+			rt.SPIRE.Close()
+		}
+	}()
+	var err error
+	if rt.federation, err = rt.buildFederation(c, id.TrustDomain()); err != nil {
+		rt.Close()
+		return nil, err
+	}
 
 	keyDir := c.keyDir()
 	signerPath := filepath.Join(keyDir, audit.SignerKeyFile)
@@ -511,6 +493,8 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 				return nil, err
 			}
 		}
+		// Nothing runs after a check: the SPIRE agent was asked once and is let go.
+		defer rt.Close()
 		if rt.Policy, err = policies.NewEngine(ctx, policyOpts); err != nil {
 			return nil, fmt.Errorf("loading policy: %w", err)
 		}
@@ -562,10 +546,14 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 		rt.Rollout = NewRollout(rt.Candidate, cand.Enforce)
 	}
-	rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
-	if err != nil {
-		rt.Audit.Close()
-		return nil, fmt.Errorf("opening join token ledger: %w", err)
+	var issuer Issuer
+	if rt.CA != nil {
+		issuer = rt.issuer
+		rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
+		if err != nil {
+			rt.Close()
+			return nil, fmt.Errorf("opening join token ledger: %w", err)
+		}
 	}
 	resetKey, err := loadResetKey(filepath.Join(keyDir, "quic-reset.key"))
 	if err != nil {
@@ -585,16 +573,18 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey, Sealer: rt.Sealer, Pseudonyms: keyring.NewPseudonyms(rt.Keyring), Rollout: rt.Rollout,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.exchangeLog(),
-		Issuer: rt.issuer, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
-		Logger: logger.With("component", "gateway"),
+		Issuer: issuer, IssuerRefusal: issuerRefusal(c), Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
+		Logger: logger.With("component", "gateway"), PeerAttributes: c.peerAttributes(),
 	})
 	if err != nil {
 		rt.Close()
 		return nil, err
 	}
-	rt.caWatch = &caWatcher{
-		dir: c.CADir, poll: cmp.Or(c.CAPoll, DefaultCAPoll), issuer: rt.issuer, bundles: rt.Bundles, source: rt.Source,
-		audit: rt.Audit, logger: logger.With("component", "ca"), gateway: c.SPIFFEID,
+	if rt.CA != nil {
+		rt.caWatch = &caWatcher{
+			dir: c.CADir, poll: cmp.Or(c.CAPoll, DefaultCAPoll), issuer: rt.issuer, bundles: rt.Bundles, source: rt.Source,
+			audit: rt.Audit, logger: logger.With("component", "ca"), gateway: c.SPIFFEID,
+		}
 	}
 	// A gateway told where its revocations are does not serve before it has them.
 	if rt.revocations = rt.newRevocationWatcher(id, logger, filepath.Join(keyDir, RevocationSeenFile)); rt.revocations != nil {
@@ -609,6 +599,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 			return nil, err
 		}
 	}
+	built = true
 	return rt, nil
 }
 
@@ -664,13 +655,21 @@ func (rt *Runtime) Run(ctx context.Context) error {
 
 // Serve is Run on an existing socket.
 func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
-	go func() { _ = rt.Source.Run(ctx) }()
+	if rt.CA != nil {
+		go func() { _ = rt.Source.Run(ctx) }() // with SPIRE, the agent rotates the SVID
+	}
+	if err := rt.federation.run(ctx); err != nil {
+		pc.Close()
+		return err
+	}
 	go func() { _ = rt.Policy.Watch(ctx) }()
 	if rt.Candidate != nil {
 		go func() { _ = rt.Candidate.Watch(ctx) }()
 	}
 	go rt.shredInputs(ctx)
-	go rt.caWatch.run(ctx)
+	if rt.caWatch != nil {
+		go rt.caWatch.run(ctx)
+	}
 	if rt.revocations != nil {
 		go rt.revocations.run(ctx)
 	}
@@ -717,6 +716,9 @@ func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 	}
 	if c == nil {
 		return errors.Join(errs...)
+	}
+	if err := rt.federationChanged(c); err != nil {
+		errs = append(errs, err)
 	}
 	cand, running := c.Policy.Candidate, rt.Config.Policy.Candidate
 	switch {
@@ -833,6 +835,10 @@ func (rt *Runtime) Close() error {
 	if rt.Ledger != nil {
 		errs = append(errs, rt.Ledger.Close())
 	}
+	if rt.SPIRE != nil {
+		errs = append(errs, rt.SPIRE.Close())
+		rt.SPIRE = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -901,6 +907,9 @@ func loadResetKey(path string) (*quic.StatelessResetKey, error) {
 // kept ("" to keep none).
 func (rt *Runtime) newRevocationWatcher(id spiffeid.ID, logger *slog.Logger, seen string) *revocationWatcher {
 	where := rt.Config.Revocation.Source
+	if where == "" && rt.CA == nil {
+		return nil // identities from SPIRE: it revokes by not renewing
+	}
 	if where == "" {
 		where = filepath.Join(rt.Config.CADir, pki.RevocationsFile)
 		if !fileExists(where) {

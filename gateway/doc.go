@@ -11,4 +11,9 @@
 // The gateway fails closed: an unverifiable peer, an expired SVID, a policy error or timeout, an
 // unknown obligation, or an audit log that cannot write all refuse the exchange with a status from one
 // table (see errors.go) and, where the log can still write, a record saying why.
+//
+// Identities come from the built-in CA or, with identity.source: spire, from a SPIRE agent (then
+// the gateway issues nothing). Partners are federated through static bundle files or their bundle
+// endpoints, and the gateway serves its own; each partner's trust level and country, from its
+// federation entry and never from the peer, reach policy as input.source.attributes.
 package gateway

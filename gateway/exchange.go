@@ -102,7 +102,7 @@ func (g *Gateway) input(action string, p peer, svc, method, path, purpose string
 	}
 	return &policies.Input{
 		Action:      action,
-		Source:      policies.Source{SPIFFEID: p.id.String(), TrustDomain: p.id.TrustDomain().Name(), Attributes: map[string]any{}},
+		Source:      policies.Source{SPIFFEID: p.id.String(), TrustDomain: p.id.TrustDomain().Name(), Attributes: g.peerAttributes(p.id.TrustDomain())},
 		Destination: dest,
 		Request:     policies.Request{Method: method, Path: path, Purpose: purpose, Headers: hdrs},
 		Context:     policies.Context{Time: g.now().UTC(), Gateway: g.opts.ID.String(), Country: g.opts.Country},

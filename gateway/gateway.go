@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -78,6 +79,14 @@ type Options struct {
 	// Pseudonyms, when set, makes the pseudonymise obligation's tokens (a key per consumer purpose);
 	// without it, a decision that obliges pseudonymising is refused.
 	Pseudonyms *keyring.Pseudonyms
+	// IssuerRefusal, when there is no Issuer, is what peers asking to renew or enrol are told
+	// (for example that identities come from SPIRE).
+	IssuerRefusal string
+	// PeerAttributes is what the configuration says of peers' trust domains (a partner's trust
+	// level and country), given to policy as input.source.attributes; a trust domain not in it,
+	// the gateway's own included, gets {}. Peers cannot add to it: it is keyed by the trust
+	// domain their verified SVID names.
+	PeerAttributes map[spiffeid.TrustDomain]map[string]any
 	// Sealer, when set, encrypts every exchange decision's policy input into its audit record.
 	Sealer *keyring.Sealer
 	Logger *slog.Logger
@@ -420,6 +429,10 @@ func (g *Gateway) announce(ctx context.Context, prov *provider, str *quic.Stream
 }
 
 func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.Renew) {
+	if g.opts.Issuer == nil && g.opts.IssuerRefusal != "" {
+		g.refuseStream(str, CodeDenied, g.opts.IssuerRefusal)
+		return
+	}
 	if g.opts.Issuer == nil || p.id.TrustDomain() != g.opts.Issuer.TrustDomain() {
 		g.refuseStream(str, CodeDenied, "this gateway does not issue SVIDs for "+p.id.TrustDomain().Name())
 		return
@@ -500,7 +513,14 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	}
 	rec := &audit.Record{Kind: "enrol", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Remote: conn.RemoteAddr().String(), Note: "join token"}
 	if g.opts.Issuer == nil || g.opts.Ledger == nil {
-		g.refuseStream(str, CodeDenied, "this gateway does not enrol")
+		g.refuseStream(str, CodeDenied, cmp.Or(g.opts.IssuerRefusal, "this gateway does not enrol"))
+		// Closing the connection at once could discard the answer in flight; the newcomer
+		// closes it once it has read why.
+		str.Close()
+		select {
+		case <-conn.Context().Done():
+		case <-time.After(DefaultFirstFrameTimeout):
+		}
 		return
 	}
 	chain, id, err := g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL)
@@ -609,6 +629,16 @@ func (g *Gateway) verifyPeer(ctx context.Context, raw [][]byte, remote string) e
 		g.logger.ErrorContext(ctx, "audit log unavailable while refusing a handshake", "err", aerr)
 	}
 	return err
+}
+
+// peerAttributes is a fresh copy of what the configuration says of td (never nil).
+func (g *Gateway) peerAttributes(td spiffeid.TrustDomain) map[string]any {
+	a := g.opts.PeerAttributes[td]
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	return out
 }
 
 func truncate(s string, n int) string {

@@ -23,4 +23,14 @@
 // tokens that are forged, expired or already redeemed, and any TTL it cannot
 // honour. A [Source] that cannot renew keeps serving its current SVID until it
 // expires, after which handshakes fail rather than fall back to anything weaker.
+//
+// Instead of the CA, a [SPIRESource] may feed a Source from a SPIRE agent's Workload API; an
+// update is adopted only if its SVID has the expected ID and verifies against the home bundle sent
+// with it, and while the agent is away the current SVID serves until it expires.
+//
+// Federation: a [BundleEndpoint] publishes a trust domain's roots as a SPIFFE bundle, and a
+// [Refresher] per partner keeps that partner's roots current from its endpoint. What a partner
+// sends is parsed strictly ([ParseSPIFFEBundle]); any failure (endpoint down, slow, redirecting,
+// oversized, a malformed or older bundle, an endpoint that does not authenticate) keeps the last
+// good bundle in force, and only the partner's own trust domain is ever updated.
 package pki

@@ -166,7 +166,7 @@ func TestCityBundleDecisions(t *testing.T) {
 					t.Errorf("reason %q names no rule", r.Code)
 				}
 			}
-			if revName(d.Revision) != "city-2026.11.25-1" {
+			if revName(d.Revision) != "city-2026.11.25-2" {
 				t.Errorf("Revision = %q, want the manifest's", d.Revision)
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
 
+	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 )
 
@@ -27,8 +28,11 @@ type Config struct {
 	GatewayID string `yaml:"gateway_id"`
 	// SPIFFEID is this connector's identity.
 	SPIFFEID string `yaml:"spiffe_id"`
-	// StateDir holds svid.pem, svid.key and bundle.pem.
+	// StateDir holds svid.pem, svid.key and bundle.pem; not needed with identity.source: spire.
 	StateDir string `yaml:"state_dir"`
+	// Identity says where the connector's SVID comes from: enrolment and renewal at the gateway
+	// (the default) or a SPIRE agent, which needs no join token, state dir or trust bundle.
+	Identity gateway.IdentityConfig `yaml:"identity"`
 	// JoinToken (or JoinTokenFile) enrols the connector when StateDir holds no SVID yet.
 	JoinToken     string `yaml:"join_token"`
 	JoinTokenFile string `yaml:"join_token_file"`
@@ -108,7 +112,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway_id: %w", err))
 		}
 	}
-	if c.StateDir == "" {
+	if err := c.Identity.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Identity.SPIRE() {
+		if c.JoinToken != "" || c.JoinTokenFile != "" || c.TrustBundle != "" {
+			errs = append(errs, errors.New("join_token, join_token_file and trust_bundle are for the built-in CA: with identity.source: spire the SVID and bundle come from the agent"))
+		}
+	} else if c.StateDir == "" {
 		errs = append(errs, errors.New("state_dir is required"))
 	}
 	if c.JoinToken != "" && c.JoinTokenFile != "" {

@@ -475,11 +475,22 @@ func (c *Connector) announce(ctx context.Context, gc *gwConn) error {
 
 // Run connects and serves until ctx is done.
 func (c *Connector) Run(ctx context.Context) error {
-	svid, err := c.loadIdentity(ctx)
-	if err != nil {
-		return err
+	if c.cfg.Identity.SPIRE() {
+		s, err := pki.NewSPIRESource(ctx, pki.SPIREOptions{
+			Addr: c.cfg.Identity.Socket, ID: c.id, Bundles: c.bundles, Logger: c.logger.With("component", "spire"), Now: c.now,
+		})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		c.src = s.Source()
+	} else {
+		svid, err := c.loadIdentity(ctx)
+		if err != nil {
+			return err
+		}
+		c.src = pki.NewSource(svid, c.renew, c.logger, c.now)
 	}
-	c.src = pki.NewSource(svid, c.renew, c.logger, c.now)
 	lns, err := c.listen()
 	if err != nil {
 		return err
@@ -511,7 +522,9 @@ func (c *Connector) Run(ctx context.Context) error {
 
 	srcCtx, stopSrc := context.WithCancel(ctx)
 	defer stopSrc()
-	go func() { _ = c.src.Run(srcCtx) }()
+	if !c.cfg.Identity.SPIRE() { // the agent rotates a SPIRE SVID; Rotated still tells of it
+		go func() { _ = c.src.Run(srcCtx) }()
+	}
 
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {

@@ -6,6 +6,8 @@
 // delivers to the local backend URLs. For local consumers it offers plain HTTP ports on loopback,
 // each bound to one remote service, and tunnels their requests to the gateway. It renews its SVID at
 // half-life, re-dials with the fresh one and drains the old connection, so no exchange is dropped.
+// With identity.source: spire the SVID comes from a SPIRE agent instead (no join token, no state
+// dir) and each SVID the agent rotates in is handled the same way.
 //
 // Failures are reported, never papered over: an unreachable gateway is a 503, a refused exchange keeps
 // the gateway's status and reasons, a backend that is down, slow or speaks garbage becomes a 502/504

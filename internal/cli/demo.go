@@ -11,7 +11,8 @@ func cmdDemo(ctx context.Context, env *Env, args []string) error {
 	fs := flags(env, "demo", "[--keep] [--dir DIR]", `Brings up a whole city on loopback with the embedded defaults: a gateway with the built-in CA,
 the default policy bundle and a SQLite audit log; connectors for the health records API and
 the cadastre dataset (providers), the operating center and the forecasting service
-(consumers); a partner hospital in its own trust domain calling over HTTP/3. It plays a
+(consumers); three partner hospitals, each a gateway of its own trust domain serving its
+bundle endpoint, federated with the city by URL, calling over HTTP/3. It plays a
 scenario of allowed and refused exchanges, verifies the audit log and prints a summary.
 Exits 0 only if every expected decision happened and the log verified.`)
 	keep := fs.Bool("keep", false, "keep the city running after the scenario (Ctrl-C to stop)")

@@ -29,6 +29,7 @@ import (
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/gateway/wire"
+	"github.com/ztgate/ztgate/internal/pkitest"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
 )
@@ -92,6 +93,8 @@ type city struct {
 	// adminAddr is the dashboard's HTTPS address.
 	adminAddr string
 	logger    *slog.Logger
+
+	hospitals []*hospital // partners, each with a gateway and bundle endpoint of its own
 }
 
 // Run plays the demo. It returns an error if any expected decision did not happen or the log did not verify.
@@ -139,6 +142,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if err := c.rt.Close(); err != nil {
 		return nil, fmt.Errorf("closing audit log: %w", err)
+	}
+	if err := c.closeHospitals(); err != nil {
+		return nil, fmt.Errorf("closing the hospitals' audit logs: %w", err)
 	}
 	v, err := audit.LoadVerifier(filepath.Join(dir, "gateway", audit.VerifierKeyFile))
 	if err != nil {
@@ -229,6 +235,11 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	// The partner hospitals run gateways of their own; the city federates with them by the URLs of
+	// their bundle endpoints.
+	if err := c.startHospitals(ctx, bundle); err != nil {
+		return err
+	}
 	// The officers' dashboard listens on a port of its own (HTTPS); the demo prints an officer
 	// token for it when it keeps running.
 	adminAddr, err := freeTCP()
@@ -239,7 +250,7 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 	cfg := &gateway.Config{
 		Admin:  &gateway.AdminConfig{Listen: adminAddr},
 		Listen: "127.0.0.1:0", SPIFFEID: GatewayID, Country: "VN", CADir: filepath.Join(c.dir, "ca"),
-		Federation: []gateway.Federation{{TrustDomain: HospitalTD, BundleFile: filepath.Join(c.dir, "hospital-ca", pki.BundleFile)}},
+		Federation: c.federation(),
 		Policy:     gateway.PolicyConfig{Bundle: bundle},
 		Audit:      gateway.AuditConfig{Path: filepath.Join(c.dir, "gateway", "audit.db")},
 	}
@@ -257,6 +268,12 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 			c.logger.Error("gateway stopped", "err", err)
 		}
 	}()
+	if err := c.waitFederated(ctx); err != nil {
+		return err
+	}
+	for _, h := range c.hospitals {
+		fmt.Fprintf(opts.Out, "federated with %s (%s, trust level %s, %s) at %s\n", h.td, h.profile, h.trustLevel, h.country, h.url)
+	}
 
 	// Department backends: small real HTTP servers.
 	healthURL, err := serveBackend(ctx, "health")
@@ -405,6 +422,24 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 	}
 	hospClient := c.h3Client(hosp)
 	defer hospClient.Transport.(*http3.Transport).Close()
+	// Hospitals B and C, which the catalog does not name: their federation entries' trust levels
+	// decide. And hospital B's CA vouching for a hospital A identity.
+	hospB, err := c.hospitals[1].ca.Issue(spiffeid.RequireFromString(HospitalBID), pki.DefaultSVIDTTL)
+	if err != nil {
+		return nil, err
+	}
+	hospC, err := c.hospitals[2].ca.Issue(spiffeid.RequireFromString(HospitalCID), pki.DefaultSVIDTTL)
+	if err != nil {
+		return nil, err
+	}
+	forged, err := pkitest.CrossSigned(c.hospitals[1].caDir, HospitalID)
+	if err != nil {
+		return nil, err
+	}
+	hospBClient, hospCClient, forgedClient := c.h3Client(hospB), c.h3Client(hospC), c.h3Client(forged)
+	for _, cl := range []*http.Client{hospBClient, hospCClient, forgedClient} {
+		defer cl.Transport.(*http3.Transport).Close()
+	}
 
 	// An operating-center SVID that has lapsed: issued for one second, used after it ended.
 	expired, err := c.caCity.Issue(spiffeid.RequireFromString(OpsID), time.Second)
@@ -496,6 +531,12 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 		viaH3(hospClient, "health.records", "/Patient/123", "marketing"))
 	run(&Step{Who: "hospital-a/ehr", Service: "health.records", Method: "GET", Path: "/Patient/%2e%2e%2Fadmin", Purpose: "treatment", WantStatus: 400, WantReason: "bad_path"},
 		viaH3(hospClient, "health.records", "/Patient/%2e%2e%2Fadmin", "treatment"))
+	run(&Step{Who: "hospital-b/ehr (trusted)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantReason: "allowed"},
+		viaH3(hospBClient, "health.records", "/Patient/123", "treatment"))
+	run(&Step{Who: "hospital-c/ehr (partner)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 403, WantReason: "classification_too_high"},
+		viaH3(hospCClient, "health.records", "/Patient/123", "treatment"))
+	run(&Step{Who: "hospital-a/ehr (B's CA)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 0, WantReason: "bad_chain"},
+		viaH3(forgedClient, "health.records", "/Patient/123", "treatment"))
 	run(&Step{Who: "ops/center (expired SVID)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0, WantReason: "expired"},
 		viaH3(expiredClient, "cadastre.parcels", "/parcels/q1-0042", "operations"))
 	run(&Step{Who: "ops/center (unknown CA)", Service: "cadastre.parcels", Method: "GET", Path: "/parcels/q1-0042", Purpose: "operations", WantStatus: 0, WantReason: "bad_chain"},

@@ -42,15 +42,17 @@ default allow := false
 # and the catalog directly and checks inline what always applies: the trust
 # domain (lib.catalog.trust_domain), the clearance
 # (lib.classification.clearance) and the purpose (lib.purpose.allowed). The
+# source's identity is lib.catalog.identity: its catalog entry, or for a
+# partner the catalog does not name, what its federation entry gives it. The
 # library's other rules are asked only when the exchange needs them: the
 # partners' rules when it leaves the city's trust domain or country
 # (borders), the camera, forecasting and health rules when the service has
 # cameras or personal data (topics). Each helper rule costs an evaluation of
-# its own; the common exchange needs two.
+# its own; the common exchange needs three.
 allow if {
 	input.action == "exchange"
 	not input.request.headers["ztgate-break-glass"]
-	identity := data.catalog.identities[input.source.spiffe_id]
+	identity := catalog.identity
 	service := data.catalog.services[input.destination.service]
 	input.source.trust_domain != ""
 	startswith(input.source.spiffe_id, concat("", ["spiffe://", input.source.trust_domain, "/"]))
@@ -157,7 +159,7 @@ granted_obligations := obligations if allow
 
 obligations["audit_note"] := partners.audit_note if {
 	input.action == "exchange"
-	data.catalog.identities[input.source.spiffe_id].country != data.catalog.country
+	catalog.identity.country != data.catalog.country
 }
 
 obligations["strip_response_headers"] := partners.response_headers if {

@@ -82,6 +82,43 @@ test_partner_reads_records_for_treatment_with_obligations if {
 	}
 }
 
+# A partner the catalog does not name: its federation entry's trust level
+# decides what it may read.
+
+test_trusted_partner_reads_records_by_its_federation_entry if {
+	d := decide(t.federated(t.hospital_c, "health.records", "GET", "/Patient/123", "treatment", "trusted", "SG"))
+	d.allow == true
+	codes(d) == ["allowed"]
+	d.obligations == {
+		"audit_note": "cross-border transfer to SG",
+		"strip_response_headers": ["Server", "X-Powered-By"],
+	}
+}
+
+test_partner_trust_level_changes_the_decision if {
+	partner := decide(t.federated(t.hospital_c, "health.records", "GET", "/Patient/123", "treatment", "partner", "SG"))
+	partner.allow == false
+	codes(partner) == ["classification_too_high"]
+	restricted := decide(t.federated(t.hospital_c, "health.records", "GET", "/Patient/123", "treatment", "restricted", "SG"))
+	restricted.allow == false
+	codes(restricted) == ["classification_too_high"]
+}
+
+test_federated_partner_still_meets_the_border_rules if {
+	d := decide(t.federated("spiffe://clinic.example.th/ehr", "health.records", "GET", "/Patient/123", "treatment", "trusted", "TH"))
+	d.allow == false
+	codes(d) == ["cross_border_not_allowed"]
+	w := decide(t.federated(t.hospital_c, "health.records", "PUT", "/Patient/123", "treatment", "trusted", "SG"))
+	w.allow == false
+	codes(w) == ["method_not_allowed"]
+}
+
+test_partner_without_a_federation_entry_is_unknown if {
+	d := decide(t.exchange(t.hospital_c, "health.records", "GET", "/Patient/123", "treatment"))
+	d.allow == false
+	codes(d) == ["unknown_identity"]
+}
+
 test_partner_wrong_purpose if {
 	d := decide(t.exchange(t.hospital, "health.records", "GET", "/Patient/123", "marketing"))
 	d.allow == false

@@ -12,6 +12,30 @@ package lib.catalog
 # library rule reads them from here, so each is looked up once per decision.
 identity := data.catalog.identities[input.source.spiffe_id]
 
+# A partner the catalog does not name is known by its federation entry: the
+# gateway puts the partner's trust level and country in
+# input.source.attributes, from its own configuration (never from the peer),
+# for trust domains it federates with. The trust level's clearance comes from
+# data.catalog.trust_levels. A catalog entry always wins over the federation
+# entry.
+identity := federated_identity if not data.catalog.identities[input.source.spiffe_id]
+
+# federated_identity is the identity a federation entry gives a partner;
+# undefined for the city's own sources, for sources the gateway does not
+# federate with, and for a trust level or country the catalog cannot use.
+federated_identity := {
+	"clearance": data.catalog.trust_levels[attributes.trust_level].clearance,
+	"country": attributes.country,
+	"kind": "partner",
+	"trust_level": attributes.trust_level,
+} if {
+	attributes := input.source.attributes
+	attributes.federated == true
+	not home
+	is_string(attributes.country)
+	attributes.country != ""
+}
+
 service := data.catalog.services[input.destination.service]
 
 # trust_domain holds when the source names a trust domain and its SPIFFE ID
@@ -73,7 +97,7 @@ source_denials contains {
 
 identity_denials contains {
 	"code": "unknown_identity",
-	"message": sprintf("identity %q is not in the catalog", [source_id]),
+	"message": sprintf("identity %q is not in the catalog, and no federation entry gives it a trust level and country", [source_id]),
 	"rule": "lib.catalog.identity",
 } if {
 	not identity

@@ -57,6 +57,38 @@ test_reasons_name_their_rule_and_explain if {
 	}
 }
 
+# Partners the catalog does not name are known by their federation entry.
+
+test_federated_partner_gets_its_trust_levels_clearance if {
+	catalog.identity == {"clearance": "restricted", "country": "SG", "kind": "partner", "trust_level": "trusted"} with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "trusted", "SG")
+	catalog.identity.clearance == "confidential" with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "partner", "SG")
+	catalog.identity.clearance == "internal" with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "restricted", "SG")
+}
+
+test_catalog_entry_wins_over_federation_entry if {
+	catalog.identity == data.catalog.identities[t.hospital] with input as t.federated(t.hospital, "health.records", "GET", "/", "treatment", "restricted", "US")
+}
+
+test_federation_entry_that_does_not_qualify if {
+	# No attributes, an unknown trust level, no country, not marked federated, or the
+	# city's own trust domain: no identity, so unknown_identity.
+	not catalog.identity with input as t.exchange(t.hospital_c, "health.records", "GET", "/", "treatment")
+	not catalog.identity with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "best", "SG")
+	not catalog.identity with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "trusted", "")
+	not catalog.identity with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "trusted", 65)
+	not catalog.identity with input as json.patch(t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "trusted", "SG"), [{"op": "replace", "path": "/source/attributes/federated", "value": "yes"}])
+	not catalog.identity with input as t.federated("spiffe://city.example.vn/dept/unknown", "health.records", "GET", "/", "treatment", "trusted", "VN")
+	t.codes(catalog.identity_denials) == ["unknown_identity"] with input as t.federated(t.hospital_c, "health.records", "GET", "/", "treatment", "best", "SG")
+}
+
+test_every_trust_level_has_a_clearance if {
+	every level, l in data.catalog.trust_levels {
+		level in {"partner", "trusted", "restricted"}
+		l.clearance in classifications
+	}
+	count(data.catalog.trust_levels) == 3
+}
+
 # The catalog's data is what every other rule reads: check its shape.
 
 classifications := {"public", "internal", "confidential", "restricted"}

@@ -43,6 +43,17 @@ exchange(id, service, method, path, purpose) := {
 	"context": {"time": now, "gateway": gateway, "country": "VN"},
 }
 
+# A partner hospital the catalog does not name: the gateway knows it only by
+# its federation entry.
+hospital_c := "spiffe://hospital-c.example.sg/ehr"
+
+# federated is an exchange by a partner whose federation entry gives it a
+# trust level and country (input.source.attributes, as the gateway fills it).
+federated(id, service, method, path, purpose, level, country) := json.patch(
+	exchange(id, service, method, path, purpose),
+	[{"op": "replace", "path": "/source/attributes", "value": {"federated": true, "trust_level": level, "country": country}}],
+)
+
 # break_glass is an exchange that breaks the glass with justification.
 break_glass(id, service, path, justification) := json.patch(
 	exchange(id, service, "GET", path, "emergency"),
