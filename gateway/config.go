@@ -40,6 +40,8 @@ type Config struct {
 	CADir string `yaml:"ca_dir"`
 	// SVIDTTL is the lifetime of SVIDs the gateway issues (its own, renewals, enrolments).
 	SVIDTTL time.Duration `yaml:"svid_ttl"`
+	// PKI selects the issuer of those SVIDs: the built-in CA (default) or Vault.
+	PKI PKIConfig `yaml:"pki"`
 	// Federation lists partner trust domains and their bundle files.
 	Federation []Federation `yaml:"federation"`
 	Policy     PolicyConfig `yaml:"policy"`
@@ -167,6 +169,7 @@ func (c *Config) resolve(base string) {
 		}
 	}
 	abs(&c.CADir)
+	c.PKI.resolve(base)
 	if !policies.IsServerURL(c.Policy.Bundle) {
 		abs(&c.Policy.Bundle)
 	}
@@ -210,6 +213,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SVIDTTL < 0 || c.SVIDTTL > pki.MaxSVIDTTL {
 		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
+	}
+	if err := c.PKI.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for i, f := range c.Federation {
 		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
@@ -340,7 +346,8 @@ type Runtime struct {
 	Sealer    *keyring.Sealer
 	logger    *slog.Logger
 
-	witnessing *witnessing // nil without witnesses
+	witnessing *witnessing  // nil without witnesses
+	vault      *vaultIssuer // nil unless pki.issuer is vault
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -363,23 +370,32 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		return nil, fmt.Errorf("CA in %s is for %s, gateway is in %s", c.CADir, ca.TrustDomain(), id.TrustDomain())
 	}
 	rt.CA = ca
+	ttl := c.SVIDTTL
+	if ttl == 0 {
+		ttl = pki.DefaultSVIDTTL
+	}
+	var issuer Issuer = ca
+	var svidSigner pki.Issuer = ca
+	if c.PKI.Issuer == IssuerVault {
+		if rt.vault, err = c.buildVaultIssuer(ctx, ca, id, ttl, logger); err != nil {
+			return nil, err
+		}
+		issuer, svidSigner = rt.vault, rt.vault.signer
+	}
 	rt.Bundles = pki.NewTrustBundles()
-	rt.Bundles.Set(ca.TrustDomain(), ca.Roots())
+	rt.Bundles.Set(ca.TrustDomain(), issuer.Roots())
 	for _, f := range c.Federation {
 		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
 		if err := rt.Bundles.LoadFile(td, f.BundleFile); err != nil {
 			return nil, fmt.Errorf("federation %s: %w", td, err)
 		}
 	}
-	ttl := c.SVIDTTL
-	if ttl == 0 {
-		ttl = pki.DefaultSVIDTTL
-	}
-	svid, err := ca.Issue(id, ttl)
+	svid, err := pki.IssueWith(svidSigner, id, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("issuing the gateway's SVID: %w", err)
 	}
-	rt.Source = pki.NewSource(svid, pki.RenewWith(ca, ttl), logger.With("component", "svid"), time.Now)
+	rt.Source = pki.NewSource(svid, pki.RenewWith(svidSigner, ttl), logger.With("component", "svid"), time.Now)
+	rt.Source.OnExpiry(rt.svidExpiring)
 
 	keyDir := c.keyDir()
 	signerPath := filepath.Join(keyDir, audit.SignerKeyFile)
@@ -491,7 +507,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	rt.Gateway, err = New(Options{
 		ResetKey: resetKey, Sealer: rt.Sealer, Pseudonyms: keyring.NewPseudonyms(rt.Keyring), Rollout: rt.Rollout,
 		ID: id, Country: c.Country, Source: rt.Source, Bundles: rt.Bundles, Policy: rt.Policy, Audit: rt.Audit,
-		Issuer: ca, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
+		Issuer: issuer, Ledger: rt.Ledger, SVIDTTL: ttl, Limits: c.Limits, Services: c.Services,
 		Logger: logger.With("component", "gateway"),
 	})
 	if err != nil {
@@ -513,6 +529,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 // Serve is Run on an existing socket.
 func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	go func() { _ = rt.Source.Run(ctx) }()
+	if rt.vault != nil {
+		rt.vault.run(ctx)
+	}
 	go func() { _ = rt.Policy.Watch(ctx) }()
 	if rt.Candidate != nil {
 		go func() { _ = rt.Candidate.Watch(ctx) }()
@@ -658,6 +677,11 @@ func (rt *Runtime) Close() error {
 // enrolCertificate presents the gateway's chain up to the root on enrolment connections, so a
 // newcomer can check it against the root pinned in its join token.
 func enrolCertificate(src *pki.Source, iss Issuer) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if ep, ok := iss.(interface {
+		EnrolCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	}); ok {
+		return ep.EnrolCertificate // the issuer's join tokens pin another root than its SVIDs chain to
+	}
 	return func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c, err := src.GetCertificate(hi)
 		if err != nil || iss == nil {
