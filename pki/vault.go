@@ -69,10 +69,10 @@ func NewVaultIssuer(client *vaultclient.Client, td spiffeid.TrustDomain, mount, 
 	if mount == "" {
 		mount = DefaultVaultPKIMount
 	}
-	if err := checkVaultPathSegment(mount, true); err != nil {
+	if err := vaultclient.CheckPath(mount, true); err != nil {
 		return nil, fmt.Errorf("vault issuer: mount: %w", err)
 	}
-	if err := checkVaultPathSegment(role, false); err != nil {
+	if err := vaultclient.CheckPath(role, false); err != nil {
 		return nil, fmt.Errorf("vault issuer: role: %w", err)
 	}
 	if len(roots) == 0 {
@@ -89,25 +89,6 @@ func NewVaultIssuer(client *vaultclient.Client, td spiffeid.TrustDomain, mount, 
 	b := NewTrustBundles()
 	b.Set(td, roots)
 	return &VaultIssuer{client: client, td: td, mount: strings.Trim(mount, "/"), role: role, roots: slices.Clone(roots), bundles: b, now: now}, nil
-}
-
-// checkVaultPathSegment keeps a mount or role name from addressing another Vault path.
-func checkVaultPathSegment(s string, slashes bool) error {
-	if s == "" {
-		return errors.New("empty")
-	}
-	for _, part := range strings.Split(strings.Trim(s, "/"), "/") {
-		if part == "" || part == "." || part == ".." {
-			return fmt.Errorf("%q is not a Vault path", s)
-		}
-	}
-	if !slashes && strings.Contains(s, "/") {
-		return fmt.Errorf("%q may not contain /", s)
-	}
-	if strings.ContainsAny(s, "?#% \t\n") {
-		return fmt.Errorf("%q is not a Vault path", s)
-	}
-	return nil
 }
 
 // TrustDomain is the trust domain the issuer signs for.

@@ -83,17 +83,3 @@ func TestVaultIssuerChecksLeaves(t *testing.T) {
 		t.Errorf("leaf of another root: %v, want a bad_chain refusal", err)
 	}
 }
-
-func TestVaultPathSegments(t *testing.T) {
-	for _, bad := range []string{"", "..", "pki/../sys", "a b", "pki?x=1", "x%2f"} {
-		if err := checkVaultPathSegment(bad, true); err == nil {
-			t.Errorf("mount %q accepted", bad)
-		}
-	}
-	if err := checkVaultPathSegment("pki/city", false); err == nil {
-		t.Errorf("role with a slash accepted")
-	}
-	if err := checkVaultPathSegment("pki_int/city", true); err != nil {
-		t.Errorf("nested mount refused: %v", err)
-	}
-}

@@ -200,3 +200,17 @@ func TestTokenFileRenewedAndReplaced(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestCheckPath(t *testing.T) {
+	for _, bad := range []string{"", "..", "pki/../sys", "a b", "pki?x=1", "x%2f"} {
+		if err := CheckPath(bad, true); err == nil {
+			t.Errorf("path %q accepted", bad)
+		}
+	}
+	if err := CheckPath("pki/city", false); err == nil {
+		t.Errorf("name with a slash accepted")
+	}
+	if err := CheckPath("pki_int/city", true); err != nil {
+		t.Errorf("nested mount refused: %v", err)
+	}
+}

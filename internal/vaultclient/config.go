@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -89,6 +90,27 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// CheckPath keeps a mount, role or key name taken from a config from addressing another Vault path:
+// non-empty segments, no "." or "..", no query or escape characters, and no "/" unless nested
+// allows it (mounts may be nested, role and key names may not).
+func CheckPath(s string, nested bool) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	for _, part := range strings.Split(strings.Trim(s, "/"), "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("%q is not a Vault path", s)
+		}
+	}
+	if !nested && strings.Contains(s, "/") {
+		return fmt.Errorf("%q may not contain /", s)
+	}
+	if strings.ContainsAny(s, "?#% \t\n") {
+		return fmt.Errorf("%q is not a Vault path", s)
+	}
+	return nil
 }
 
 func (c *Config) timeout() time.Duration {
