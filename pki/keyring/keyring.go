@@ -44,6 +44,9 @@ var (
 	// ErrBadKey means a master key or keyset could not be used: tampered, encrypted under another
 	// KEK, or readable by others. Refuse to start rather than create a new key in its place.
 	ErrBadKey = errors.New("unusable key")
+	// ErrKEKUnavailable means a remote KEK (Vault Transit) could not be asked: sealed, unreachable,
+	// its token refused. Nothing is wrong with the keysets; nothing can be opened until it is back.
+	ErrKEKUnavailable = errors.New("key-encryption key unavailable")
 )
 
 const (
@@ -188,7 +191,10 @@ func (k *Keyring) loadLocked(name string) (*keyset.Handle, error) {
 	}
 	h, err := keyset.ReadWithAssociatedData(keyset.NewJSONReader(bytes.NewReader(data)), k.kek, associatedData(name))
 	if err != nil {
-		return nil, fmt.Errorf("%w: keyset %s does not decrypt under this master key (tampered, or another master key): %v", ErrBadKey, name, err)
+		if cause := kekUnavailable(k.kek, data, associatedData(name)); cause != nil {
+			return nil, fmt.Errorf("reading keyset %s: %w", name, cause)
+		}
+		return nil, fmt.Errorf("%w: keyset %s does not decrypt under %s (tampered, or another KEK): %v", ErrBadKey, name, kekName(k.kek), err)
 	}
 	k.remember(name, h)
 	return h, nil
