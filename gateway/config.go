@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/internal/vaultclient"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
@@ -140,12 +141,16 @@ type AuditConfig struct {
 const DefaultInputRetention = 30 * 24 * time.Hour
 
 // KeysConfig says where the gateway keeps its Tink keysets (day keys for sealed inputs,
-// pseudonymisation keys per purpose).
+// pseudonymisation keys per purpose) and which key-encryption key (KEK) they are encrypted under.
 type KeysConfig struct {
+	// KEK is KEKLocal (default: the master key file) or KEKVaultTransit (a key in Vault Transit).
+	KEK string `yaml:"kek"`
 	// MasterKey is the local key-encryption key, a file only its owner may read; created on first
 	// start. Default: master.key beside the audit key.
 	MasterKey string `yaml:"master_key"`
-	// Dir holds the keysets, encrypted under the master key. Default: keyring/ beside the audit key.
+	// Transit is the Vault Transit key when KEK is vault-transit.
+	Transit *TransitConfig `yaml:"transit"`
+	// Dir holds the keysets, encrypted under the KEK. Default: keyring/ beside the audit key.
 	Dir string `yaml:"dir"`
 }
 
@@ -189,6 +194,7 @@ func (c *Config) resolve(base string) {
 	abs(&c.Audit.KeyDir)
 	abs(&c.Keys.MasterKey)
 	abs(&c.Keys.Dir)
+	c.Keys.resolveTransit(base)
 	for i := range c.Federation {
 		abs(&c.Federation[i].BundleFile)
 	}
@@ -215,6 +221,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
 	}
 	if err := c.PKI.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Keys.validateKEK(); err != nil {
 		errs = append(errs, err)
 	}
 	for i, f := range c.Federation {
@@ -304,14 +313,11 @@ func (c *Config) KeyPaths() (masterKey, dir string) {
 	return masterKey, dir
 }
 
-// OpenKeyring opens the gateway's keyring; with create, a missing master key is created.
+// OpenKeyring opens the gateway's keyring under its KEK (keys.kek); with create, a missing local
+// master key is created.
 func (c *Config) OpenKeyring(create bool) (*keyring.Keyring, error) {
-	masterKey, dir := c.KeyPaths()
-	load := keyring.LoadLocalKEK
-	if create {
-		load = keyring.LoadOrCreateLocalKEK
-	}
-	kek, err := load(masterKey)
+	_, dir := c.KeyPaths()
+	kek, _, err := c.openKEK(context.Background(), create, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -346,8 +352,9 @@ type Runtime struct {
 	Sealer    *keyring.Sealer
 	logger    *slog.Logger
 
-	witnessing *witnessing  // nil without witnesses
-	vault      *vaultIssuer // nil unless pki.issuer is vault
+	witnessing *witnessing         // nil without witnesses
+	vault      *vaultIssuer        // nil unless pki.issuer is vault
+	kekClient  *vaultclient.Client // nil unless keys.kek is vault-transit
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -426,11 +433,10 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		if _, err := c.LoadWitnessKeys(); err != nil {
 			return nil, err
 		}
-		// A master key that exists must be usable; a missing one is created on first start.
-		if masterKey, _ := c.KeyPaths(); fileExists(masterKey) {
-			if _, err := keyring.LoadLocalKEK(masterKey); err != nil {
-				return nil, fmt.Errorf("keys: %w", err)
-			}
+		// A KEK must be usable and every keyset must open under it; a missing local master key
+		// is created on first start.
+		if _, _, err := c.openCheckedKeyring(ctx, true, logger); err != nil {
+			return nil, err
 		}
 		if keyErr == nil {
 			if _, err := audit.LoadSigner(signerPath); err != nil {
@@ -459,8 +465,8 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if err != nil {
 		return nil, err
 	}
-	if rt.Keyring, err = c.OpenKeyring(true); err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
+	if rt.Keyring, rt.kekClient, err = c.openCheckedKeyring(ctx, false, logger); err != nil {
+		return nil, err
 	}
 	rt.Sealer = keyring.NewSealer(rt.Keyring)
 	rt.Audit, err = audit.Open(ctx, audit.Options{Path: c.Audit.Path, Origin: c.origin(), Signer: signer, Logger: logger.With("component", "audit")})
@@ -531,6 +537,9 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	go func() { _ = rt.Source.Run(ctx) }()
 	if rt.vault != nil {
 		rt.vault.run(ctx)
+	}
+	if rt.kekClient != nil {
+		go func() { _ = rt.kekClient.Run(ctx) }()
 	}
 	go func() { _ = rt.Policy.Watch(ctx) }()
 	if rt.Candidate != nil {

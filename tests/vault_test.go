@@ -190,3 +190,75 @@ func rawCerts(s *pki.SVID) [][]byte {
 	}
 	return out
 }
+
+// TestVaultTransitKEK runs a gateway whose keysets are encrypted under a Vault Transit key: an
+// exchange seals its policy input under a day key wrapped by Transit, a restart opens it through
+// Vault, and the gateway refuses to start, saying why, when a keyset was tampered with, when the
+// config names another Transit key, and when the key was deleted.
+func TestVaultTransitKEK(t *testing.T) {
+	v := testenv.Vault(t)
+	v.EnableTransit("transit", "ztgate-kek")
+	v.Run("write", "-f", "transit/keys/other")
+	v.Policy("ztgate-kek", `
+path "transit/encrypt/ztgate-kek" { capabilities = ["update"] }
+path "transit/decrypt/ztgate-kek" { capabilities = ["update"] }
+path "transit/keys/ztgate-kek" { capabilities = ["read"] }
+path "transit/encrypt/other" { capabilities = ["update"] }
+path "transit/decrypt/other" { capabilities = ["update"] }
+path "transit/keys/other" { capabilities = ["read"] }
+`)
+	tokenFile, _ := v.Token(t.TempDir(), []string{"ztgate-kek"})
+	keys := fmt.Sprintf(`keys:
+  kek: vault-transit
+  transit:
+    address: %s
+    key: ztgate-kek
+    auth:
+      token_file: %s
+`, v.Addr, tokenFile)
+	c := newCity(t, cityOpts{extra: keys})
+	cadastre := jsonBackend(t)
+	c.connect("cadastre", cadastreID, true, fmt.Sprintf("expose:\n  cadastre.parcels: %s\n", cadastre.url))
+	port := freeTCP(t)
+	c.connect("forecast", forecastID, true, fmt.Sprintf("consume:\n  - listen: %s\n    service: cadastre.parcels\n    purpose: planning\n", port))
+	if r := do(&netHTTP, "GET", "http://"+port+"/parcels/q1", "", nil, nil); r.status != 200 {
+		t.Fatalf("exchange: %d %v %s", r.status, r.err, r.body)
+	}
+	c.gw.stop()
+	ring := filepath.Join(c.dir, "state", "keyring")
+	dayKeys, _ := filepath.Glob(filepath.Join(ring, "input-*.keyset.json"))
+	if len(dayKeys) != 1 {
+		t.Fatalf("day keys in %s: %v", ring, dayKeys)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "state", "master.key")); err == nil {
+		t.Errorf("a local master key was created although the KEK is in Vault")
+	}
+	c.startGateway() // opens the day key through Vault
+	c.gw.stop()
+
+	refuses := func(desc, want string) {
+		t.Helper()
+		for _, args := range [][]string{{"validate", c.cfgPath}, {"gateway", "--config", c.cfgPath}} {
+			out, err := run(args...)
+			if err == nil || !strings.Contains(out, want) || strings.Contains(out, "panic") {
+				t.Errorf("%s: ztgate %s = %v, want a refusal saying %q:\n%s", desc, args[0], err, want, out)
+			}
+		}
+	}
+	good, err := os.ReadFile(dayKeys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := strings.Replace(string(good), `"encryptedKeyset":"dmF1bHQ6djE6`, `"encryptedKeyset":"dmF1bHQ6djE6A`, 1)
+	writeFile(t, dayKeys[0], tampered)
+	refuses("tampered keyset", "does not decrypt under vault transit key transit/keys/ztgate-kek")
+	writeFile(t, dayKeys[0], string(good))
+
+	cfg, _ := os.ReadFile(c.cfgPath)
+	writeFile(t, c.cfgPath, strings.Replace(string(cfg), "key: ztgate-kek", "key: other", 1))
+	refuses("another transit key", "does not decrypt under vault transit key transit/keys/other")
+	writeFile(t, c.cfgPath, string(cfg))
+
+	v.Run("delete", "transit/keys/ztgate-kek")
+	refuses("transit key deleted", "transit/keys/ztgate-kek at "+v.Addr+" does not exist (deleted?)")
+}
