@@ -74,8 +74,9 @@ type CA struct {
 // InitCA creates a new CA for td in dir: an ECDSA P-256 root valid for RootTTL
 // and an intermediate valid for IntermediateTTL (path length 0, name-constrained
 // to spiffe://<td> URIs), written as root.pem, root.key, intermediate.pem,
-// intermediate.key (keys mode 0600) and bundle.pem (the trust bundle, i.e. the
-// root). It refuses with ErrCAExists if any of these files exists. now sets the
+// intermediate.key (keys mode 0600, sealed under the CA's master key, master.key,
+// created if missing) and bundle.pem (the trust bundle, i.e. the root). It refuses
+// with ErrCAExists if any of these files exists. now sets the
 // certificates' NotBefore; the returned CA signs with the wall clock (use LoadCA
 // to supply another).
 func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
@@ -93,6 +94,10 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 		}
 	}
 
+	kek, err := caKEK(dir, true)
+	if err != nil {
+		return nil, fmt.Errorf("initialising CA: %w", err)
+	}
 	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: generating root key: %w", err)
@@ -155,11 +160,11 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 		return nil, fmt.Errorf("initialising CA: parsing intermediate: %w", err)
 	}
 
-	rootKeyPEM, err := encodePrivateKeyPEM(rootKey)
+	rootKeyPEM, err := sealCAKey(kek, RootKeyFile, rootKey)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
 	}
-	interKeyPEM, err := encodePrivateKeyPEM(interKey)
+	interKeyPEM, err := sealCAKey(kek, IntermediateKeyFile, interKey)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
 	}
@@ -205,7 +210,7 @@ func LoadCA(dir string, now func() time.Time) (*CA, error) {
 		return nil, fmt.Errorf("loading CA: want one root and one intermediate certificate, got %d and %d", len(roots), len(inters))
 	}
 	root, inter := roots[0], inters[0]
-	key, err := LoadPrivateKey(filepath.Join(dir, IntermediateKeyFile))
+	key, err := OpenCAKey(dir, IntermediateKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading CA: %w", err)
 	}
