@@ -435,11 +435,12 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 		// A KEK must be usable and every keyset must open under it; a missing local master key
 		// is created on first start.
-		if _, _, err := c.openCheckedKeyring(ctx, true, logger); err != nil {
+		ring, _, err := c.openCheckedKeyring(ctx, true, logger)
+		if err != nil {
 			return nil, err
 		}
 		if keyErr == nil {
-			if _, err := audit.LoadSigner(signerPath); err != nil {
+			if _, err := c.loadAuditSigner(signerPath, ring); err != nil {
 				return nil, err
 			}
 		}
@@ -455,17 +456,17 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 		return rt, nil
 	}
+	if rt.Keyring, rt.kekClient, err = c.openCheckedKeyring(ctx, false, logger); err != nil {
+		return nil, err
+	}
 	if keyErr != nil {
-		if _, _, err := audit.WriteKeyPair(keyDir, c.origin()); err != nil {
+		if _, _, err := audit.WriteSealedKeyPair(keyDir, c.origin(), rt.Keyring.KEK()); err != nil {
 			return nil, fmt.Errorf("creating audit key: %w", err)
 		}
 		logger.Info("created audit checkpoint key", "dir", keyDir, "origin", c.origin())
 	}
-	signer, err := audit.LoadSigner(signerPath)
+	signer, err := c.loadAuditSigner(signerPath, rt.Keyring)
 	if err != nil {
-		return nil, err
-	}
-	if rt.Keyring, rt.kekClient, err = c.openCheckedKeyring(ctx, false, logger); err != nil {
 		return nil, err
 	}
 	rt.Sealer = keyring.NewSealer(rt.Keyring)

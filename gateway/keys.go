@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
+	"golang.org/x/mod/sumdb/note"
 
+	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/internal/vaultclient"
+	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
 )
 
@@ -119,4 +124,45 @@ func (c *Config) openCheckedKeyring(ctx context.Context, checkOnly bool, logger 
 		return nil, nil, fmt.Errorf("keys: %w", err)
 	}
 	return ring, client, nil
+}
+
+// loadAuditSigner opens the audit log's signing key, sealed under the keyring's KEK (ring nil: the
+// KEK does not exist yet). A key in the clear, from before keys were sealed, is refused with how to
+// seal it.
+func (c *Config) loadAuditSigner(path string, ring *keyring.Keyring) (note.Signer, error) {
+	sealed, err := keyring.IsSealedFile(path)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	case !sealed:
+		return nil, fmt.Errorf("audit signing key %s: %w; seal it with `ztgate pki migrate-keys --config <this config>`", path, keyring.ErrNotSealed)
+	case ring == nil:
+		masterKey, _ := c.KeyPaths()
+		return nil, fmt.Errorf("audit signing key %s is sealed, but the master key %s that opens it is missing", path, masterKey)
+	}
+	return audit.LoadSealedSigner(path, ring.KEK())
+}
+
+// MigrateKeys seals the private keys this config's gateway keeps that are still in the clear (from
+// before keys were sealed): the audit log's signing key under the gateway's KEK (keys.kek; a local
+// master key is created when missing) and the CA's keys in ca_dir under the CA's master key. It
+// returns the files it sealed; keys already sealed are left alone.
+func (c *Config) MigrateKeys(ctx context.Context, logger *slog.Logger) ([]string, error) {
+	var sealed []string
+	signerPath := filepath.Join(c.keyDir(), audit.SignerKeyFile)
+	if _, err := os.Stat(signerPath); err == nil {
+		kek, _, err := c.openKEK(ctx, true, logger)
+		if err != nil {
+			return nil, fmt.Errorf("keys: %w", err)
+		}
+		did, err := audit.MigrateSignerKey(signerPath, kek)
+		if err != nil {
+			return nil, err
+		}
+		if did {
+			sealed = append(sealed, signerPath)
+		}
+	}
+	caSealed, err := pki.MigrateCAKeys(c.CADir)
+	return append(sealed, caSealed...), err
 }

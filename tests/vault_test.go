@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/ztgate/ztgate/gateway/wire"
 	"github.com/ztgate/ztgate/internal/testenv"
 	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/pki/keyring"
 )
 
 // vaultCity is a city whose SVIDs Vault signs.
@@ -232,6 +234,10 @@ path "transit/keys/other" { capabilities = ["read"] }
 	}
 	if _, err := os.Stat(filepath.Join(c.dir, "state", "master.key")); err == nil {
 		t.Errorf("a local master key was created although the KEK is in Vault")
+	}
+	b, _ := os.ReadFile(filepath.Join(c.dir, "state", audit.SignerKeyFile))
+	if block, _ := pem.Decode(b); block == nil || block.Type != keyring.SealedBlockType || !strings.HasPrefix(string(block.Bytes), "vault:v1:") {
+		t.Errorf("the audit signing key is not sealed under the transit key:\n%s", b)
 	}
 	c.startGateway() // opens the day key through Vault
 	c.gw.stop()

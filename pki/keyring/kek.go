@@ -32,3 +32,7 @@ func kekUnavailable(kek tink.AEAD, data, ad []byte) error {
 	}
 	return nil
 }
+
+// KEK is the key-encryption key the keyring's keysets are under, for sealing the gateway's other
+// keys under the same KEK.
+func (k *Keyring) KEK() tink.AEAD { return k.kek }
