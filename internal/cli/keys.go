@@ -2,16 +2,96 @@ package cli
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 
 	"github.com/ztgate/ztgate/gateway"
+	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
+	"github.com/ztgate/ztgate/policies"
 )
 
 func init() {
 	register("pki rotate-keys", "rotate a keyring keyset in Tink's order: add, promote, disable", cmdPKIRotateKeys)
+	register("pki migrate-keys", "seal private keys kept in the clear (from before keys were sealed) under their KEK", cmdPKIMigrateKeys)
+}
+
+func cmdPKIMigrateKeys(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE]",
+		`Seals, in place, the private keys ztgate kept in the clear before it sealed them under a
+key-encryption key; until then they are refused with a pointer to this command. Keys already sealed
+are left alone, so it is safe to run twice.
+
+  --config gateway.yaml  the gateway's audit signing key (under keys.kek: the local master key,
+                         created when missing, or Vault Transit) and the CA keys in its ca_dir
+  --ca DIR               the CA keys of DIR, under DIR/`+pki.CAMasterKeyFile+` (created when missing)
+  --policy-key FILE      a policy-signing key from ztgate policy keygen, under --master-key
+                         (default: `+keyring.MasterKeyFile+` beside it; created when missing)
+
+Each clear file is replaced by rename: its old contents may stay on the disk until overwritten, so
+treat a key that was ever in the clear as exposed to whoever had the disk, and rotate it when that
+matters.`)
+	cfgPath := fs.String("config", "", "gateway config `FILE`")
+	caDir := fs.String("ca", "", "CA folder `DIR`")
+	policyKey := fs.String("policy-key", "", "policy-signing key `FILE`")
+	masterKey := fs.String("master-key", "", "with --policy-key: the master key `FILE`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	given := 0
+	for _, v := range []string{*cfgPath, *caDir, *policyKey} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 || (*masterKey != "" && *policyKey == "") {
+		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key (--master-key only with --policy-key)")
+		fs.Usage()
+		return errUsage
+	}
+	var sealed []string
+	var err error
+	switch {
+	case *cfgPath != "":
+		cfg, lerr := gateway.LoadConfig(*cfgPath)
+		if lerr != nil {
+			return lerr
+		}
+		sealed, err = cfg.MigrateKeys(ctx, env.Logger)
+	case *caDir != "":
+		sealed, err = pki.MigrateCAKeys(*caDir)
+	default:
+		if *masterKey == "" {
+			*masterKey = filepath.Join(filepath.Dir(*policyKey), keyring.MasterKeyFile)
+		}
+		kek, kerr := keyring.LoadOrCreateLocalKEK(*masterKey)
+		if kerr != nil {
+			return kerr
+		}
+		var did bool
+		did, err = pki.MigratePrivateKey(*policyKey, kek, policies.ParseSigningKey)
+		if did {
+			sealed = append(sealed, *policyKey)
+		}
+	}
+	for _, f := range sealed {
+		fmt.Fprintf(env.Stdout, "sealed %s\n", f)
+	}
+	if err != nil {
+		return err
+	}
+	if len(sealed) == 0 {
+		fmt.Fprintln(env.Stdout, "nothing to seal: every key is sealed already")
+	}
+	return nil
 }
 
 func cmdPKIRotateKeys(_ context.Context, env *Env, args []string) error {
@@ -131,4 +211,57 @@ func listKeys(env *Env, ring *keyring.Keyring) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// writeSealedSigningKey seals a policy-signing key under the master key at masterKey (default:
+// master.key beside path; created when missing) into path, refusing to overwrite a key.
+func writeSealedSigningKey(path, masterKey string, key crypto.Signer) error {
+	if masterKey == "" {
+		masterKey = filepath.Join(filepath.Dir(path), keyring.MasterKeyFile)
+	}
+	kek, err := keyring.LoadOrCreateLocalKEK(masterKey)
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteSealedPrivateKey(path, key, kek, true); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s exists; refusing to overwrite a key", path)
+		}
+		return err
+	}
+	return nil
+}
+
+// loadSealedSigningKey opens a policy-signing key sealed by writeSealedSigningKey. A key in the clear
+// is refused with how to seal it.
+func loadSealedSigningKey(path, masterKey string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	switch block, _ := pem.Decode(b); {
+	case block == nil:
+		return nil, errors.New("no PEM block")
+	case block.Type == "PRIVATE KEY" || block.Type == "EC PRIVATE KEY":
+		return nil, fmt.Errorf("%w; seal it with `ztgate pki migrate-keys --policy-key %s`", keyring.ErrNotSealed, path)
+	case block.Type != keyring.SealedBlockType:
+		return nil, fmt.Errorf("PEM block is %q, want a PRIVATE KEY sealed by ztgate policy keygen", block.Type)
+	}
+	if masterKey == "" {
+		masterKey = filepath.Join(filepath.Dir(path), keyring.MasterKeyFile)
+	}
+	kek, err := keyring.LoadLocalKEK(masterKey)
+	if err != nil {
+		return nil, err
+	}
+	key, err := pki.LoadSealedPrivateKey(path, kek)
+	if err != nil {
+		return nil, err
+	}
+	// The same checks as a key in the clear: a key type that can sign bundles.
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return policies.ParseSigningKey(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }

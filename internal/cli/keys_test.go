@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
+	"github.com/ztgate/ztgate/policies"
 )
 
 func TestPKIRotateKeys(t *testing.T) {
@@ -71,5 +74,81 @@ func TestPKIRotateKeys(t *testing.T) {
 	ring, _ = keyring.Open(filepath.Join(dir, "state", "keyring"), kek)
 	if _, err := keyring.NewSealer(ring).Open(sealed, nil); err == nil || !strings.Contains(err.Error(), "which is disabled") {
 		t.Errorf("opening a value of the disabled key: %v", err)
+	}
+}
+
+// TestPKIMigrateKeys: keys kept in the clear by an older ztgate are refused, saying how to seal
+// them; migrate-keys seals them in place and they work again.
+func TestPKIMigrateKeys(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if code, out := runMain("pki", "init", "--dir", ca, "--trust-domain", "city.example.vn"); code != 0 {
+		t.Fatalf("pki init: %s", out)
+	}
+	unseal(t, filepath.Join(ca, pki.CAMasterKeyFile), filepath.Join(ca, pki.RootKeyFile), filepath.Join(ca, pki.IntermediateKeyFile))
+	os.Remove(filepath.Join(ca, pki.CAMasterKeyFile))
+
+	// A policy-signing key in the clear, as `policy keygen` wrote it before.
+	key, err := policies.NewSigningKey(policies.KeyES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	private, _, _ := policies.MarshalSigningKey(key)
+	policyKey := filepath.Join(dir, "officer", "signing.pem")
+	os.MkdirAll(filepath.Dir(policyKey), 0o700)
+	os.WriteFile(policyKey, private, 0o600)
+	bundle := filepath.Join(dir, "bundle")
+	if err := policies.WriteDefaultBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+
+	// The gateway's audit key in the clear, under a config whose keyring exists.
+	os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte("listen: 127.0.0.1:8443\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\npolicy:\n  bundle: bundle\naudit:\n  path: state/audit.db\n"), 0o644)
+	if _, _, err := audit.WriteKeyPair(filepath.Join(dir, "state"), "city.example.vn/gateway/gw-1"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "gateway.yaml")
+
+	steps := []struct {
+		desc     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{desc: "token from a CA in the clear", args: []string{"pki", "token", "--ca", ca, "--spiffe-id", "spiffe://city.example.vn/dept/a"}, wantCode: 1, wantOut: "ztgate pki migrate-keys --ca " + ca},
+		{desc: "sign with a key in the clear", args: []string{"policy", "sign", "--key", policyKey, bundle}, wantCode: 1, wantOut: "ztgate pki migrate-keys --policy-key " + policyKey},
+		{desc: "migrate the CA", args: []string{"pki", "migrate-keys", "--ca", ca}, wantOut: "sealed " + filepath.Join(ca, pki.IntermediateKeyFile)},
+		{desc: "token", args: []string{"pki", "token", "--ca", ca, "--spiffe-id", "spiffe://city.example.vn/dept/a"}, wantOut: "ztj1."},
+		{desc: "validate with an audit key in the clear", args: []string{"validate", cfg}, wantCode: 1, wantOut: "ztgate pki migrate-keys --config"},
+		{desc: "migrate the policy key", args: []string{"pki", "migrate-keys", "--policy-key", policyKey}, wantOut: "sealed " + policyKey},
+		{desc: "sign", args: []string{"policy", "sign", "--key", policyKey, bundle}, wantOut: "signed " + bundle},
+		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile)},
+		{desc: "validate", args: []string{"validate", cfg}, wantOut: "valid gateway config"},
+		{desc: "nothing left", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "nothing to seal"},
+		{desc: "two targets", args: []string{"pki", "migrate-keys", "--config", cfg, "--ca", ca}, wantCode: 2, wantOut: "give one of"},
+	}
+	for _, s := range steps {
+		code, out := runMain(s.args...)
+		if code != s.wantCode || !strings.Contains(out, s.wantOut) {
+			t.Errorf("%s: %d, want %d and %q:\n%s", s.desc, code, s.wantCode, s.wantOut, out)
+		}
+	}
+}
+
+// unseal writes the sealed private keys back in the clear, as an older ztgate kept them.
+func unseal(t *testing.T, masterKey string, paths ...string) {
+	t.Helper()
+	kek, err := keyring.LoadLocalKEK(masterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		key, err := pki.LoadSealedPrivateKey(p, kek)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WritePrivateKey(p, key); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
