@@ -9,10 +9,20 @@
 // keyring's folder is encrypted under it with the keyset's name as associated
 // data, so a keyset file renamed to stand in for another does not decrypt.
 //
+// The KEK may instead be a Vault Transit key ([TransitKEK]), which never leaves
+// Vault. The same KEK seals ztgate's other private keys at rest ([SealSecret],
+// [WriteSealedFile]: the audit log's signing key; the CA's and policy-signing
+// keys under their own local master keys), and keys of a keyset rotate in Tink's
+// order: add, promote, disable ([Keyring.AddKey], [Keyring.PromoteKey],
+// [Keyring.DisableKey]).
+//
 // Everything here fails closed: a master key readable by others, a keyset that
 // was tampered with or encrypted under another KEK, or a name outside the
 // keyring's alphabet is an error, never a fresh key in its place. A shredded
-// day key makes that day's inputs unreadable for good; [ErrShredded] says so.
+// day key makes that day's inputs unreadable for good; [ErrShredded] says so,
+// as [ErrKeyDisabled] does for a value whose key was disabled. A Transit KEK
+// that cannot be asked is [ErrKEKUnavailable], never a reason to seal anything
+// under another key.
 package keyring
 
 import (
