@@ -47,6 +47,18 @@ func newTransitEnv(t *testing.T) *transitEnv {
 	return &transitEnv{v: v, client: c}
 }
 
+// keyringWithKeyset makes a keyring under the Transit key "kek" holding one keyset.
+func (e *transitEnv) keyringWithKeyset(t *testing.T) (string, *TransitKEK) {
+	t.Helper()
+	dir := t.TempDir()
+	kek := e.kek(t, "kek")
+	ring, _ := Open(dir, kek)
+	if _, err := ring.LoadOrCreate("pseudonym-planning", aead.AES256GCMKeyTemplate()); err != nil {
+		t.Fatal(err)
+	}
+	return dir, kek
+}
+
 func (e *transitEnv) kek(t *testing.T, key string) *TransitKEK {
 	t.Helper()
 	k, err := OpenTransitKEK(context.Background(), e.client, "", key)
@@ -166,12 +178,7 @@ func TestTransitKEK(t *testing.T) {
 // unavailable, and why.
 func TestTransitKEKSealed(t *testing.T) {
 	e := newTransitEnv(t)
-	dir := t.TempDir()
-	kek := e.kek(t, "kek")
-	ring, _ := Open(dir, kek)
-	if _, err := ring.LoadOrCreate("pseudonym-planning", aead.AES256GCMKeyTemplate()); err != nil {
-		t.Fatal(err)
-	}
+	dir, kek := e.keyringWithKeyset(t)
 	e.v.Run("operator", "seal")
 	r, _ := Open(dir, kek)
 	_, err := r.Check()
@@ -189,12 +196,7 @@ func TestTransitKEKSealed(t *testing.T) {
 // name.
 func TestTransitKeyDeleted(t *testing.T) {
 	e := newTransitEnv(t)
-	dir := t.TempDir()
-	kek := e.kek(t, "kek")
-	ring, _ := Open(dir, kek)
-	if _, err := ring.LoadOrCreate("pseudonym-planning", aead.AES256GCMKeyTemplate()); err != nil {
-		t.Fatal(err)
-	}
+	dir, kek := e.keyringWithKeyset(t)
 	e.v.Run("delete", "transit/keys/kek")
 
 	_, err := OpenTransitKEK(context.Background(), e.client, "", "kek")
