@@ -26,6 +26,7 @@ import (
 	"github.com/ztgate/ztgate/audit/alerts"
 	"github.com/ztgate/ztgate/audit/export"
 	"github.com/ztgate/ztgate/gateway/admin"
+	"github.com/ztgate/ztgate/internal/vaultclient"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/policies"
@@ -50,6 +51,8 @@ type Config struct {
 	CAPoll time.Duration `yaml:"ca_poll"`
 	// Revocation says where the CA's signed revocation list comes from.
 	Revocation RevocationConfig `yaml:"revocation"`
+	// PKI selects the issuer of those SVIDs: the built-in CA (default) or Vault.
+	PKI PKIConfig `yaml:"pki"`
 	// Federation lists partner trust domains: static bundle files or bundle endpoints.
 	Federation []Federation `yaml:"federation"`
 	Policy     PolicyConfig `yaml:"policy"`
@@ -176,12 +179,16 @@ type AuditConfig struct {
 const DefaultInputRetention = 30 * 24 * time.Hour
 
 // KeysConfig says where the gateway keeps its Tink keysets (day keys for sealed inputs,
-// pseudonymisation keys per purpose).
+// pseudonymisation keys per purpose) and which key-encryption key (KEK) they are encrypted under.
 type KeysConfig struct {
+	// KEK is KEKLocal (default: the master key file) or KEKVaultTransit (a key in Vault Transit).
+	KEK string `yaml:"kek"`
 	// MasterKey is the local key-encryption key, a file only its owner may read; created on first
 	// start. Default: master.key beside the audit key.
 	MasterKey string `yaml:"master_key"`
-	// Dir holds the keysets, encrypted under the master key. Default: keyring/ beside the audit key.
+	// Transit is the Vault Transit key when KEK is vault-transit.
+	Transit *TransitConfig `yaml:"transit"`
+	// Dir holds the keysets, encrypted under the KEK. Default: keyring/ beside the audit key.
 	Dir string `yaml:"dir"`
 }
 
@@ -208,6 +215,7 @@ func (c *Config) resolve(base string) {
 	if !isURL(c.Revocation.Source) {
 		abs(&c.Revocation.Source)
 	}
+	c.PKI.resolve(base)
 	if !policies.IsServerURL(c.Policy.Bundle) {
 		abs(&c.Policy.Bundle)
 	}
@@ -227,6 +235,7 @@ func (c *Config) resolve(base string) {
 	abs(&c.Audit.KeyDir)
 	abs(&c.Keys.MasterKey)
 	abs(&c.Keys.Dir)
+	c.Keys.resolveTransit(base)
 	c.resolveFederation(abs)
 	if c.Admin != nil {
 		abs(&c.Admin.CertFile)
@@ -257,6 +266,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SVIDTTL < 0 || c.SVIDTTL > pki.MaxSVIDTTL {
 		errs = append(errs, fmt.Errorf("svid_ttl must be between 0 (default %s) and %s", pki.DefaultSVIDTTL, pki.MaxSVIDTTL))
+	}
+	if err := c.PKI.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Keys.validateKEK(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.CAPoll < 0 || c.Revocation.Poll < 0 {
 		errs = append(errs, errors.New("ca_poll and revocation.poll must not be negative"))
@@ -355,14 +370,11 @@ func (c *Config) KeyPaths() (masterKey, dir string) {
 	return masterKey, dir
 }
 
-// OpenKeyring opens the gateway's keyring; with create, a missing master key is created.
+// OpenKeyring opens the gateway's keyring under its KEK (keys.kek); with create, a missing local
+// master key is created.
 func (c *Config) OpenKeyring(create bool) (*keyring.Keyring, error) {
-	masterKey, dir := c.KeyPaths()
-	load := keyring.LoadLocalKEK
-	if create {
-		load = keyring.LoadOrCreateLocalKEK
-	}
-	kek, err := load(masterKey)
+	_, dir := c.KeyPaths()
+	kek, _, err := c.openKEK(context.Background(), create, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -407,6 +419,8 @@ type Runtime struct {
 	revocations *revocationWatcher // nil without a revocation list
 	alerting    *alerting          // exports and alerts; nil when built with checkOnly
 	federation  *federation
+	vault      *vaultIssuer        // nil unless pki.issuer is vault
+	kekClient  *vaultclient.Client // nil unless keys.kek is vault-transit
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or
@@ -472,14 +486,14 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		if err := c.checkAlerting(); err != nil {
 			return nil, err
 		}
-		// A master key that exists must be usable; a missing one is created on first start.
-		if masterKey, _ := c.KeyPaths(); fileExists(masterKey) {
-			if _, err := keyring.LoadLocalKEK(masterKey); err != nil {
-				return nil, fmt.Errorf("keys: %w", err)
-			}
+		// A KEK must be usable and every keyset must open under it; a missing local master key
+		// is created on first start.
+		ring, _, err := c.openCheckedKeyring(ctx, true, logger)
+		if err != nil {
+			return nil, err
 		}
 		if keyErr == nil {
-			if _, err := audit.LoadSigner(signerPath); err != nil {
+			if _, err := c.loadAuditSigner(signerPath, ring); err != nil {
 				return nil, err
 			}
 		}
@@ -507,18 +521,18 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		}
 		return rt, nil
 	}
+	if rt.Keyring, rt.kekClient, err = c.openCheckedKeyring(ctx, false, logger); err != nil {
+		return nil, err
+	}
 	if keyErr != nil {
-		if _, _, err := audit.WriteKeyPair(keyDir, c.origin()); err != nil {
+		if _, _, err := audit.WriteSealedKeyPair(keyDir, c.origin(), rt.Keyring.KEK()); err != nil {
 			return nil, fmt.Errorf("creating audit key: %w", err)
 		}
 		logger.Info("created audit checkpoint key", "dir", keyDir, "origin", c.origin())
 	}
-	signer, err := audit.LoadSigner(signerPath)
+	signer, err := c.loadAuditSigner(signerPath, rt.Keyring)
 	if err != nil {
 		return nil, err
-	}
-	if rt.Keyring, err = c.OpenKeyring(true); err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
 	}
 	rt.Sealer = keyring.NewSealer(rt.Keyring)
 	rt.Audit, err = audit.Open(ctx, audit.Options{Path: c.Audit.Path, Origin: c.origin(), Signer: signer, Logger: logger.With("component", "audit")})
@@ -549,6 +563,9 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	var issuer Issuer
 	if rt.CA != nil {
 		issuer = rt.issuer
+		if rt.vault != nil {
+			issuer = rt.vault
+		}
 		rt.Ledger, err = pki.OpenTokenLedger(filepath.Join(c.CADir, "redeemed-tokens"))
 		if err != nil {
 			rt.Close()
@@ -580,7 +597,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 		rt.Close()
 		return nil, err
 	}
-	if rt.CA != nil {
+	if rt.CA != nil && rt.vault == nil { // Vault's roots are not the CA folder's
 		rt.caWatch = &caWatcher{
 			dir: c.CADir, poll: cmp.Or(c.CAPoll, DefaultCAPoll), issuer: rt.issuer, bundles: rt.Bundles, source: rt.Source,
 			audit: rt.Audit, logger: logger.With("component", "ca"), gateway: c.SPIFFEID,
@@ -661,6 +678,12 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	if err := rt.federation.run(ctx); err != nil {
 		pc.Close()
 		return err
+	}
+	if rt.vault != nil {
+		rt.vault.run(ctx)
+	}
+	if rt.kekClient != nil {
+		go func() { _ = rt.kekClient.Run(ctx) }()
 	}
 	go func() { _ = rt.Policy.Watch(ctx) }()
 	if rt.Candidate != nil {
@@ -845,6 +868,11 @@ func (rt *Runtime) Close() error {
 // enrolCertificate presents the gateway's chain up to the root on enrolment connections, so a
 // newcomer can check it against the root pinned in its join token.
 func enrolCertificate(src *pki.Source, iss Issuer) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if ep, ok := iss.(interface {
+		EnrolCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	}); ok {
+		return ep.EnrolCertificate // the issuer's join tokens pin another root than its SVIDs chain to
+	}
 	return func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c, err := src.GetCertificate(hi)
 		if err != nil || iss == nil {

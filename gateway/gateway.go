@@ -463,7 +463,7 @@ func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.R
 	if d.Allow {
 		chain, err = g.opts.Issuer.Sign(rn.CSR, p.id, g.opts.SVIDTTL)
 		if err != nil {
-			rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: "bad_csr", Message: err.Error()}}
+			rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: signRefusal(err, "bad_csr"), Message: err.Error()}}
 		}
 	} else {
 		err = fmt.Errorf("renewal refused by policy: %s", strings.Join(reasonCodes(d.Reasons), ", "))
@@ -476,6 +476,8 @@ func (g *Gateway) renew(ctx context.Context, p peer, str *quic.Stream, rn wire.R
 		code := CodeBadRequest
 		if !d.Allow {
 			code = CodeDenied
+		} else if signRefusal(err, "") != "" {
+			code = CodeUnavailable
 		}
 		g.refuseStream(str, code, err.Error())
 		return
@@ -528,7 +530,7 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 		rec.Source = id.String()
 	}
 	if err != nil {
-		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: "bad_join_token", Message: err.Error()}}
+		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: signRefusal(err, "bad_join_token"), Message: err.Error()}}
 	} else {
 		rec.Decision = "allow"
 	}
@@ -546,7 +548,11 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	}
 	if err != nil {
 		g.logger.WarnContext(ctx, "enrolment refused", "remote", rec.Remote, "err", err)
-		g.refuseStream(str, CodeDenied, err.Error())
+		code := CodeDenied
+		if signRefusal(err, "") != "" {
+			code = CodeUnavailable
+		}
+		g.refuseStream(str, code, err.Error())
 		return
 	}
 	g.logger.InfoContext(ctx, "participant enrolled", "id", id.String())

@@ -39,12 +39,22 @@ func (rt *Runtime) buildIdentity(ctx context.Context, id spiffeid.ID, ttl time.D
 	}
 	rt.CA = ca
 	rt.issuer = newCAIssuer(ca)
-	rt.Bundles.Set(ca.TrustDomain(), ca.Roots())
-	svid, err := ca.Issue(id, ttl)
+	// The built-in CA signs SVIDs, or Vault's PKI engine does (the CA then only signs join tokens).
+	var signer pki.Issuer = rt.issuer
+	roots := ca.Roots()
+	if c.PKI.Issuer == IssuerVault {
+		if rt.vault, err = c.buildVaultIssuer(ctx, ca, id, ttl, rt.logger); err != nil {
+			return err
+		}
+		signer, roots = rt.vault.signer, rt.vault.Roots()
+	}
+	rt.Bundles.Set(ca.TrustDomain(), roots)
+	svid, err := pki.IssueWith(signer, id, ttl)
 	if err != nil {
 		return fmt.Errorf("issuing the gateway's SVID: %w", err)
 	}
-	rt.Source = pki.NewSource(svid, pki.RenewWith(rt.issuer, ttl), rt.logger.With("component", "svid"), time.Now)
+	rt.Source = pki.NewSource(svid, pki.RenewWith(signer, ttl), rt.logger.With("component", "svid"), time.Now)
+	rt.Source.OnExpiry(rt.svidExpiring)
 	return nil
 }
 

@@ -78,8 +78,9 @@ type CA struct {
 // InitCA creates a new CA for td in dir: an ECDSA P-256 root valid for RootTTL
 // and an intermediate valid for IntermediateTTL (path length 0, name-constrained
 // to spiffe://<td> URIs), written as root.pem, root.key, intermediate.pem,
-// intermediate.key (keys mode 0600) and bundle.pem (the trust bundle, i.e. the
-// root). It refuses with ErrCAExists if any of these files exists. now sets the
+// intermediate.key (keys mode 0600, sealed under the CA's master key, master.key,
+// created if missing) and bundle.pem (the trust bundle, i.e. the root). It refuses
+// with ErrCAExists if any of these files exists. now sets the
 // certificates' NotBefore; the returned CA signs with the wall clock (use LoadCA
 // to supply another).
 func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
@@ -97,6 +98,10 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 		}
 	}
 
+	kek, err := caKEK(dir, true)
+	if err != nil {
+		return nil, fmt.Errorf("initialising CA: %w", err)
+	}
 	root, rootKey, err := createRoot(td, now)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
@@ -106,11 +111,11 @@ func InitCA(dir string, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 		return nil, fmt.Errorf("initialising CA: %w", err)
 	}
 
-	rootKeyPEM, err := encodePrivateKeyPEM(rootKey)
+	rootKeyPEM, err := sealCAKey(kek, RootKeyFile, rootKey)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
 	}
-	interKeyPEM, err := encodePrivateKeyPEM(interKey)
+	interKeyPEM, err := sealCAKey(kek, IntermediateKeyFile, interKey)
 	if err != nil {
 		return nil, fmt.Errorf("initialising CA: %w", err)
 	}
@@ -154,7 +159,7 @@ func LoadCA(dir string, now func() time.Time) (*CA, error) {
 		return nil, fmt.Errorf("loading CA: %w", err)
 	}
 	at := now()
-	cur, err := loadChain(dir, dir, at, rot == nil || at.Before(rot.ActivateAt))
+	cur, err := loadChain(dir, dir, dir, at, rot == nil || at.Before(rot.ActivateAt))
 	if err != nil {
 		return nil, fmt.Errorf("loading CA: %w", err)
 	}
@@ -175,10 +180,10 @@ type chain struct {
 }
 
 // loadChain reads root.pem from rootDir and intermediate.pem and
-// intermediate.key from interDir, and checks that they form one chain for one
+// intermediate.key (sealed under the master key of the CA in caDir) from interDir, and checks that they form one chain for one
 // trust domain. A chain that signs must be valid at `at`; one that does not
 // (the other side of a rotation) is only checked for its signatures.
-func loadChain(rootDir, interDir string, at time.Time, signs bool) (*chain, error) {
+func loadChain(caDir, rootDir, interDir string, at time.Time, signs bool) (*chain, error) {
 	roots, err := LoadPEMCertificates(filepath.Join(rootDir, RootCertFile))
 	if err != nil {
 		return nil, err
@@ -191,7 +196,7 @@ func loadChain(rootDir, interDir string, at time.Time, signs bool) (*chain, erro
 		return nil, fmt.Errorf("want one root and one intermediate certificate, got %d and %d", len(roots), len(inters))
 	}
 	root, inter := roots[0], inters[0]
-	key, err := LoadPrivateKey(filepath.Join(interDir, IntermediateKeyFile))
+	key, err := openCAKeyAt(caDir, interDir, IntermediateKeyFile)
 	if err != nil {
 		return nil, err
 	}

@@ -109,7 +109,7 @@ func (ca *CA) applyRotation(dir string, rot *Rotation, cur *chain, at time.Time)
 			rootDir = filepath.Join(dir, NextDir)
 		}
 		active := !at.Before(rot.ActivateAt)
-		next, err := loadChain(rootDir, filepath.Join(dir, NextDir), at, active)
+		next, err := loadChain(dir, rootDir, filepath.Join(dir, NextDir), at, active)
 		if err != nil {
 			return fmt.Errorf("staged chain: %w", err)
 		}
@@ -227,12 +227,16 @@ func StageRotation(dir, kind string, activateAfter, svidTTL time.Duration, now t
 	var root *x509.Certificate
 	var rootKey crypto.Signer
 	bundle := ca.Roots()
+	kek, err := caKEK(dir, false)
+	if err != nil {
+		return nil, fmt.Errorf("staging rotation: the CA's master key: %w", err)
+	}
 	if kind == RotateRoot {
 		newRoot, newRootKey, err := createRoot(ca.td, now)
 		if err != nil {
 			return nil, fmt.Errorf("staging rotation: %w", err)
 		}
-		if err := WritePrivateKey(filepath.Join(next, RootKeyFile), newRootKey); err != nil {
+		if err := WriteSealedPrivateKey(filepath.Join(next, RootKeyFile), newRootKey, kek, true); err != nil {
 			return nil, fmt.Errorf("staging rotation: %w", err)
 		}
 		if err := WritePEMCertificates(filepath.Join(next, RootCertFile), []*x509.Certificate{newRoot}); err != nil {
@@ -242,7 +246,7 @@ func StageRotation(dir, kind string, activateAfter, svidTTL time.Duration, now t
 		bundle = append(bundle, newRoot)
 	} else {
 		// Only an intermediate rotation needs the current root's key, which may otherwise stay offline.
-		if rootKey, err = LoadPrivateKey(filepath.Join(dir, RootKeyFile)); err != nil {
+		if rootKey, err = OpenCAKey(dir, RootKeyFile); err != nil {
 			return nil, fmt.Errorf("staging rotation: %w", err)
 		}
 		if root = ca.root; !publicKeysEqual(root.PublicKey, rootKey.Public()) {
@@ -253,7 +257,7 @@ func StageRotation(dir, kind string, activateAfter, svidTTL time.Duration, now t
 	if err != nil {
 		return nil, fmt.Errorf("staging rotation: %w", err)
 	}
-	if err := WritePrivateKey(filepath.Join(next, IntermediateKeyFile), interKey); err != nil {
+	if err := WriteSealedPrivateKey(filepath.Join(next, IntermediateKeyFile), interKey, kek, true); err != nil {
 		return nil, fmt.Errorf("staging rotation: %w", err)
 	}
 	if err := WritePEMCertificates(filepath.Join(next, IntermediateCertFile), []*x509.Certificate{inter}); err != nil {

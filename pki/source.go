@@ -62,6 +62,8 @@ type Source struct {
 	now     func() time.Time
 	rotated chan struct{}
 	wake    chan struct{}
+	// onExpiry, when set, hears of failing renewals near and after expiry (see OnExpiry).
+	onExpiry func(context.Context, ExpiryAlert)
 }
 
 // NewSource starts from initial, which must be a consistent SVID (see
@@ -135,6 +137,8 @@ func (s *Source) NextRenewal() time.Time {
 
 // Run renews the SVID at half of its lifetime (see NextRenewal), each time with a fresh key,
 // until ctx is done (then it returns ctx.Err()). A failed renewal is logged
+// (as an error, and told to OnExpiry's hook, once the SVID is in the last
+// 1/DefaultExpiryAlertDivisor of its lifetime or expired; as a warning before)
 // and retried with doubling backoff from DefaultRenewRetryMin, capped at
 // DefaultRenewRetryMax and at a quarter of the time left before expiry, so
 // attempts grow denser, not sparser, as expiry nears.
@@ -153,6 +157,7 @@ func (s *Source) Run(ctx context.Context) error {
 	defer timer.Stop()
 	<-timer.C
 	backoff := time.Duration(0)
+	alerted := alertNone
 	for {
 		st := s.state.Load()
 		cur := st.svid
@@ -184,12 +189,10 @@ func (s *Source) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 			backoff = min(max(2*backoff, DefaultRenewRetryMin), DefaultRenewRetryMax)
-			s.logger.WarnContext(ctx, "SVID renewal failed",
-				"spiffe_id", cur.ID.String(), "error", err,
-				"expires", cur.NotAfter(), "retry_in", backoff)
+			alerted = s.renewalFailed(ctx, st, err, backoff, alerted)
 			continue
 		}
-		backoff = 0
+		backoff, alerted = 0, alertNone
 		s.state.Store(newState(next, s.now()))
 		s.logger.InfoContext(ctx, "SVID rotated",
 			"spiffe_id", next.ID.String(), "serial", next.Certificates[0].SerialNumber.Text(16),

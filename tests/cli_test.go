@@ -41,7 +41,7 @@ func TestDemo(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range [][]string{{"demo"}, {"gateway"}, {"connect"}, {"validate"}, {"pki", "init"}, {"pki", "token"}, {"pki", "issue"}, {"pki", "revoke"}, {"pki", "revocations"}, {"pki", "rotate-ca"}, {"policy", "test"}, {"audit", "verify"}, {"audit", "proof"}, {"audit", "verify-receipt"}, {"audit", "query"}, {"version"}} {
+	for _, cmd := range [][]string{{"demo"}, {"gateway"}, {"connect"}, {"validate"}, {"pki", "init"}, {"pki", "token"}, {"pki", "issue"}, {"pki", "revoke"}, {"pki", "revocations"}, {"pki", "rotate-ca"}, {"pki", "rotate-keys"}, {"pki", "migrate-keys"}, {"policy", "test"}, {"audit", "verify"}, {"audit", "proof"}, {"audit", "verify-receipt"}, {"audit", "query"}, {"version"}} {
 		out, err := run(append(cmd, "--help")...)
 		if err != nil || !strings.Contains(out, "Usage: ztgate "+strings.Join(cmd, " ")) {
 			t.Errorf("%v --help: %v\n%s", cmd, err, out)
@@ -52,7 +52,7 @@ func TestHelp(t *testing.T) {
 		t.Errorf("no arguments: exit %d\n%s", exitCode(err), out)
 	}
 	out, err = run("pki")
-	if exitCode(err) != 2 || !strings.Contains(out, "init, issue, revocations, revoke, rotate-ca, token") {
+	if exitCode(err) != 2 || !regexp.MustCompile(`need a subcommand: init, issue, .*token`).MatchString(out) {
 		t.Errorf("pki without subcommand: exit %d\n%s", exitCode(err), out)
 	}
 	out, err = run("gateway")

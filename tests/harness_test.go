@@ -404,7 +404,7 @@ func (c *city) verify() string {
 // check the gateway refuses what a careless verifier would accept.
 func (c *city) craftLeaf(t *testing.T, mutate func(*x509.Certificate)) *pki.SVID {
 	t.Helper()
-	interKey, err := pki.LoadPrivateKey(filepath.Join(c.dir, "ca", pki.IntermediateKeyFile))
+	interKey, err := pki.OpenCAKey(filepath.Join(c.dir, "ca"), pki.IntermediateKeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}

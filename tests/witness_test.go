@@ -20,6 +20,7 @@ import (
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/internal/yamlconf"
+	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/witness"
 )
 
@@ -181,15 +182,11 @@ func witnessSize(t *testing.T, addr, origin string, logKey note.Verifier) uint64
 func forkCheckpoint(t *testing.T, c *deptCity, origin string, size uint64) []byte {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := os.ReadFile(filepath.Join(c.dir, "state", audit.SignerKeyFile))
+	kek, err := keyring.LoadLocalKEK(filepath.Join(c.dir, "state", keyring.MasterKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPath := filepath.Join(dir, audit.SignerKeyFile)
-	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	signer, err := audit.LoadSigner(keyPath)
+	signer, err := audit.LoadSealedSigner(filepath.Join(c.dir, "state", audit.SignerKeyFile), kek)
 	if err != nil {
 		t.Fatal(err)
 	}

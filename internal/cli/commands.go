@@ -172,7 +172,7 @@ describes with the same constructors the real command uses, without serving.`)
 }
 
 func cmdPKIInit(_ context.Context, env *Env, args []string) error {
-	fs := flags(env, "pki init", "--dir DIR --trust-domain TD", "Creates an ECDSA P-256 root and intermediate for a trust domain, and its bundle.pem.")
+	fs := flags(env, "pki init", "--dir DIR --trust-domain TD", "Creates an ECDSA P-256 root and intermediate for a trust domain, and its bundle.pem; their keys are\nsealed under the CA's master key, master.key (0600), created beside them.")
 	dir := fs.String("dir", "", "folder for the CA files (must not hold a CA yet)")
 	tdName := fs.String("trust-domain", "", "trust domain, e.g. city.example.vn")
 	if err := parse(fs, args); err != nil {
@@ -195,6 +195,7 @@ func cmdPKIInit(_ context.Context, env *Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "created CA for %s in %s\ntrust bundle: %s\nroot sha256: %s\nrevocation list: %s\n", td, *dir, filepath.Join(*dir, pki.BundleFile), ca.RootSHA256(), filepath.Join(*dir, pki.RevocationsFile))
+	fmt.Fprintf(env.Stdout, "keys sealed under %s (back it up apart from the keys)\n", filepath.Join(*dir, pki.CAMasterKeyFile))
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
 )
 
@@ -23,12 +24,15 @@ const (
 )
 
 func cmdPolicyKeygen(_ context.Context, env *Env, args []string) error {
-	fs := flags(env, "policy keygen", "--out DIR [--alg es256|ed25519]", `Creates a bundle signing key: DIR/`+signingKeyFile+` (private, mode 0600; keep it off the gateways) and
-DIR/`+verifyKeyFile+` (public; list it under policy.verification.keys in gateway.yaml). Prints the
-key ID that `+"`policy sign`"+` puts in signatures by default. ES256 is the default because OPA's own
-configuration accepts it; Ed25519 keys work with ztgate and with `+"`opa build --signing-alg EdDSA`"+`.`)
+	fs := flags(env, "policy keygen", "--out DIR [--alg es256|ed25519] [--master-key FILE]", `Creates a bundle signing key: DIR/`+signingKeyFile+` (private, mode 0600, sealed under a local master
+key; keep it off the gateways) and DIR/`+verifyKeyFile+` (public; list it under
+policy.verification.keys in gateway.yaml). Prints the key ID that `+"`policy sign`"+` puts in signatures
+by default. ES256 is the default because OPA's own configuration accepts it; Ed25519 keys work with
+ztgate too. The master key (created when missing) can live apart from the key, e.g. on removable
+media: a copy of `+signingKeyFile+` alone signs nothing.`)
 	alg := fs.String("alg", policies.KeyES256, "key algorithm: es256 (ECDSA P-256) or ed25519")
 	out := fs.String("out", "", "`DIR` for the key files (created; must not hold a signing key yet)")
+	masterKey := fs.String("master-key", "", "the master key `FILE` that seals the signing key (default DIR/"+keyring.MasterKeyFile+"; created if missing)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -39,7 +43,7 @@ configuration accepts it; Ed25519 keys work with ztgate and with `+"`opa build -
 	if err != nil {
 		return err
 	}
-	private, public, err := policies.MarshalSigningKey(key)
+	_, public, err := policies.MarshalSigningKey(key)
 	if err != nil {
 		return err
 	}
@@ -51,7 +55,7 @@ configuration accepts it; Ed25519 keys work with ztgate and with `+"`opa build -
 		return err
 	}
 	privPath, pubPath := filepath.Join(*out, signingKeyFile), filepath.Join(*out, verifyKeyFile)
-	if err := writeNewFile(privPath, private, 0o600); err != nil {
+	if err := writeSealedSigningKey(privPath, *masterKey, key); err != nil {
 		return err
 	}
 	if err := writeNewFile(pubPath, public, 0o644); err != nil {
@@ -83,7 +87,8 @@ func cmdPolicySign(_ context.Context, env *Env, args []string) error {
 .signatures.json, in OPA's format, into the folder (or --output). Gateways that list the key's
 public half under policy.verification.keys then accept the bundle; any later change to a file is
 refused until it is signed again.`)
-	keyPath := fs.String("key", "", "the private signing key `FILE` (PEM), from ztgate policy keygen")
+	keyPath := fs.String("key", "", "the private signing key `FILE` (sealed PEM), from ztgate policy keygen")
+	masterKey := fs.String("master-key", "", "the master key `FILE` the signing key is sealed under (default: "+keyring.MasterKeyFile+" beside the key)")
 	keyID := fs.String("key-id", "", "key `ID` put in the signature; the key's own ID (as keygen printed it) when empty")
 	output := fs.String("output", "", "`DIR` to write .signatures.json to; the bundle folder when empty")
 	if err := parse(fs, args); err != nil {
@@ -97,11 +102,7 @@ refused until it is signed again.`)
 		return errUsage
 	}
 	dir := fs.Arg(0)
-	pem, err := os.ReadFile(*keyPath)
-	if err != nil {
-		return err
-	}
-	key, err := policies.ParseSigningKey(pem)
+	key, err := loadSealedSigningKey(*keyPath, *masterKey)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *keyPath, err)
 	}

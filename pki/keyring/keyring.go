@@ -9,10 +9,20 @@
 // keyring's folder is encrypted under it with the keyset's name as associated
 // data, so a keyset file renamed to stand in for another does not decrypt.
 //
+// The KEK may instead be a Vault Transit key ([TransitKEK]), which never leaves
+// Vault. The same KEK seals ztgate's other private keys at rest ([SealSecret],
+// [WriteSealedFile]: the audit log's signing key; the CA's and policy-signing
+// keys under their own local master keys), and keys of a keyset rotate in Tink's
+// order: add, promote, disable ([Keyring.AddKey], [Keyring.PromoteKey],
+// [Keyring.DisableKey]).
+//
 // Everything here fails closed: a master key readable by others, a keyset that
 // was tampered with or encrypted under another KEK, or a name outside the
 // keyring's alphabet is an error, never a fresh key in its place. A shredded
-// day key makes that day's inputs unreadable for good; [ErrShredded] says so.
+// day key makes that day's inputs unreadable for good; [ErrShredded] says so,
+// as [ErrKeyDisabled] does for a value whose key was disabled. A Transit KEK
+// that cannot be asked is [ErrKEKUnavailable], never a reason to seal anything
+// under another key.
 package keyring
 
 import (
@@ -44,6 +54,9 @@ var (
 	// ErrBadKey means a master key or keyset could not be used: tampered, encrypted under another
 	// KEK, or readable by others. Refuse to start rather than create a new key in its place.
 	ErrBadKey = errors.New("unusable key")
+	// ErrKEKUnavailable means a remote KEK (Vault Transit) could not be asked: sealed, unreachable,
+	// its token refused. Nothing is wrong with the keysets; nothing can be opened until it is back.
+	ErrKEKUnavailable = errors.New("key-encryption key unavailable")
 )
 
 const (
@@ -188,7 +201,10 @@ func (k *Keyring) loadLocked(name string) (*keyset.Handle, error) {
 	}
 	h, err := keyset.ReadWithAssociatedData(keyset.NewJSONReader(bytes.NewReader(data)), k.kek, associatedData(name))
 	if err != nil {
-		return nil, fmt.Errorf("%w: keyset %s does not decrypt under this master key (tampered, or another master key): %v", ErrBadKey, name, err)
+		if cause := kekUnavailable(k.kek, data, associatedData(name)); cause != nil {
+			return nil, fmt.Errorf("reading keyset %s: %w", name, cause)
+		}
+		return nil, fmt.Errorf("%w: keyset %s does not decrypt under %s (tampered, or another KEK): %v", ErrBadKey, name, kekName(k.kek), err)
 	}
 	k.remember(name, h)
 	return h, nil

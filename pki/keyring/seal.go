@@ -86,6 +86,9 @@ func (s *Sealer) Open(sealed Sealed, ad []byte) ([]byte, error) {
 	}
 	pt, err := a.Decrypt(sealed.Ciphertext, ad)
 	if err != nil {
+		if why := s.ring.whyRefused(sealed.Key, sealed.Ciphertext); why != nil {
+			return nil, fmt.Errorf("opening: %w", why)
+		}
 		return nil, fmt.Errorf("%w: sealed value does not open with %s (altered, or moved from another record)", ErrBadKey, sealed.Key)
 	}
 	return pt, nil
@@ -182,6 +185,9 @@ func (p *Pseudonyms) Reveal(purpose, token string) ([]byte, error) {
 	}
 	pt, err := d.DecryptDeterministically(ct, pseudonymAD)
 	if err != nil {
+		if why := p.ring.whyRefused(PseudonymKeyPrefix+purpose, ct); why != nil {
+			return nil, fmt.Errorf("revealing: %w", why)
+		}
 		return nil, fmt.Errorf("%w: token was not made for purpose %q with this key", ErrBadKey, purpose)
 	}
 	return pt, nil

@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/pki/keyring"
+	"github.com/ztgate/ztgate/policies"
+)
+
+func TestPKIRotateKeys(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:8443\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\npolicy:\n  bundle: b\naudit:\n  path: state/audit.db\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := keyring.LoadOrCreateLocalKEK(filepath.Join(dir, "state", keyring.MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keyring.Open(filepath.Join(dir, "state", "keyring"), kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keyring.NewSealer(ring).Seal(time.Now(), []byte("input"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keyring.NewPseudonyms(ring).Token("planning", nil, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	day := sealed.Key
+
+	code, out := runMain("pki", "rotate-keys", "--config", cfg, "--list")
+	if code != 0 || !strings.Contains(out, day) || !strings.Contains(out, "pseudonym-planning") || strings.Count(out, "primary") != 2 {
+		t.Fatalf("--list: %d\n%s", code, out)
+	}
+	old := regexp.MustCompile(day + `\s+(\d+)`).FindStringSubmatch(out)[1]
+
+	code, out = runMain("pki", "rotate-keys", "--config", cfg, "--keyset", day, "--add")
+	if code != 0 {
+		t.Fatalf("--add: %d %s", code, out)
+	}
+	added := regexp.MustCompile(`added key (\d+)`).FindStringSubmatch(out)[1]
+	steps := []struct {
+		desc     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{desc: "disable the primary", args: []string{"--keyset", day, "--disable", old}, wantCode: 1, wantOut: "key is the primary: promote another key first"},
+		{desc: "promote", args: []string{"--keyset", day, "--promote", added}, wantOut: "is the primary of " + day},
+		{desc: "disable the old key", args: []string{"--keyset", day, "--disable", old}, wantOut: "is disabled"},
+		{desc: "list", args: []string{"--list"}, wantOut: "DISABLED"},
+		{desc: "promote a pseudonym key without force", args: []string{"--keyset", "pseudonym-planning", "--promote", "1"}, wantCode: 1, wantOut: "changes every pseudonym of the purpose"},
+		{desc: "unknown keyset", args: []string{"--keyset", "pseudonym-none", "--add"}, wantCode: 1, wantOut: "keyset not found"},
+		{desc: "no action", args: []string{"--keyset", day}, wantCode: 2, wantOut: "give --list, or --keyset with one of"},
+		{desc: "two actions", args: []string{"--keyset", day, "--add", "--disable", old}, wantCode: 2, wantOut: "give --list"},
+		{desc: "key ID not a number", args: []string{"--keyset", day, "--disable", "k1"}, wantCode: 1, wantOut: "want a number from --list"},
+	}
+	for _, s := range steps {
+		code, out := runMain(append([]string{"pki", "rotate-keys", "--config", cfg}, s.args...)...)
+		if code != s.wantCode || !strings.Contains(out, s.wantOut) {
+			t.Errorf("%s: %d, want %d and %q:\n%s", s.desc, code, s.wantCode, s.wantOut, out)
+		}
+	}
+	// The input sealed with the old key is refused, saying why.
+	ring, _ = keyring.Open(filepath.Join(dir, "state", "keyring"), kek)
+	if _, err := keyring.NewSealer(ring).Open(sealed, nil); err == nil || !strings.Contains(err.Error(), "which is disabled") {
+		t.Errorf("opening a value of the disabled key: %v", err)
+	}
+}
+
+// TestPKIMigrateKeys: keys kept in the clear by an older ztgate are refused, saying how to seal
+// them; migrate-keys seals them in place and they work again.
+func TestPKIMigrateKeys(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if code, out := runMain("pki", "init", "--dir", ca, "--trust-domain", "city.example.vn"); code != 0 {
+		t.Fatalf("pki init: %s", out)
+	}
+	unseal(t, filepath.Join(ca, pki.CAMasterKeyFile), filepath.Join(ca, pki.RootKeyFile), filepath.Join(ca, pki.IntermediateKeyFile))
+	os.Remove(filepath.Join(ca, pki.CAMasterKeyFile))
+
+	// A policy-signing key in the clear, as `policy keygen` wrote it before.
+	key, err := policies.NewSigningKey(policies.KeyES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	private, _, _ := policies.MarshalSigningKey(key)
+	policyKey := filepath.Join(dir, "officer", "signing.pem")
+	os.MkdirAll(filepath.Dir(policyKey), 0o700)
+	os.WriteFile(policyKey, private, 0o600)
+	bundle := filepath.Join(dir, "bundle")
+	if err := policies.WriteDefaultBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+
+	// The gateway's audit key in the clear, under a config whose keyring exists.
+	os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte("listen: 127.0.0.1:8443\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\npolicy:\n  bundle: bundle\naudit:\n  path: state/audit.db\n"), 0o644)
+	if _, _, err := audit.WriteKeyPair(filepath.Join(dir, "state"), "city.example.vn/gateway/gw-1"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "gateway.yaml")
+
+	steps := []struct {
+		desc     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{desc: "token from a CA in the clear", args: []string{"pki", "token", "--ca", ca, "--spiffe-id", "spiffe://city.example.vn/dept/a"}, wantCode: 1, wantOut: "ztgate pki migrate-keys --ca " + ca},
+		{desc: "sign with a key in the clear", args: []string{"policy", "sign", "--key", policyKey, bundle}, wantCode: 1, wantOut: "ztgate pki migrate-keys --policy-key " + policyKey},
+		{desc: "migrate the CA", args: []string{"pki", "migrate-keys", "--ca", ca}, wantOut: "sealed " + filepath.Join(ca, pki.IntermediateKeyFile)},
+		{desc: "token", args: []string{"pki", "token", "--ca", ca, "--spiffe-id", "spiffe://city.example.vn/dept/a"}, wantOut: "ztj1."},
+		{desc: "validate with an audit key in the clear", args: []string{"validate", cfg}, wantCode: 1, wantOut: "ztgate pki migrate-keys --config"},
+		{desc: "migrate the policy key", args: []string{"pki", "migrate-keys", "--policy-key", policyKey}, wantOut: "sealed " + policyKey},
+		{desc: "sign", args: []string{"policy", "sign", "--key", policyKey, bundle}, wantOut: "signed " + bundle},
+		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile)},
+		{desc: "validate", args: []string{"validate", cfg}, wantOut: "valid gateway config"},
+		{desc: "nothing left", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "nothing to seal"},
+		{desc: "two targets", args: []string{"pki", "migrate-keys", "--config", cfg, "--ca", ca}, wantCode: 2, wantOut: "give one of"},
+	}
+	for _, s := range steps {
+		code, out := runMain(s.args...)
+		if code != s.wantCode || !strings.Contains(out, s.wantOut) {
+			t.Errorf("%s: %d, want %d and %q:\n%s", s.desc, code, s.wantCode, s.wantOut, out)
+		}
+	}
+}
+
+// unseal writes the sealed private keys back in the clear, as an older ztgate kept them.
+func unseal(t *testing.T, masterKey string, paths ...string) {
+	t.Helper()
+	kek, err := keyring.LoadLocalKEK(masterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		key, err := pki.LoadSealedPrivateKey(p, kek)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WritePrivateKey(p, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
