@@ -419,8 +419,8 @@ type Runtime struct {
 	revocations *revocationWatcher // nil without a revocation list
 	alerting    *alerting          // exports and alerts; nil when built with checkOnly
 	federation  *federation
-	vault      *vaultIssuer        // nil unless pki.issuer is vault
-	kekClient  *vaultclient.Client // nil unless keys.kek is vault-transit
+	vault       *vaultIssuer        // nil unless pki.issuer is vault
+	kekClient   *vaultclient.Client // nil unless keys.kek is vault-transit
 }
 
 // Build constructs everything the config describes. With checkOnly it stops before creating or

@@ -58,7 +58,7 @@ func opsLeafTemplate() *x509.Certificate {
 // partner's CA must never vouch for a city identity.
 func (c *city) partnerSignedCityLeaf(t *testing.T) *pki.SVID {
 	t.Helper()
-	key, err := pki.LoadPrivateKey(filepath.Join(c.dir, "hospital-ca", pki.IntermediateKeyFile))
+	key, err := pki.OpenCAKey(filepath.Join(c.dir, "hospital-ca"), pki.IntermediateKeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}

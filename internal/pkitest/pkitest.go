@@ -93,7 +93,7 @@ func CrossSigned(caDir, id string) (*pki.SVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	interKey, err := pki.LoadPrivateKey(filepath.Join(caDir, pki.IntermediateKeyFile))
+	interKey, err := pki.OpenCAKey(caDir, pki.IntermediateKeyFile)
 	if err != nil {
 		return nil, err
 	}
