@@ -947,10 +947,21 @@ func (rt *Runtime) newRevocationWatcher(id spiffeid.ID, logger *slog.Logger, see
 	}
 	w := &revocationWatcher{
 		src: newRevocationSource(where), poll: cmp.Or(rt.Config.Revocation.Poll, DefaultRevocationPoll),
-		td: id.TrustDomain(), bundles: rt.Bundles, audit: rt.Audit, seen: seen, now: time.Now,
+		td: id.TrustDomain(), bundles: rt.revocationSigners(), audit: rt.Audit, seen: seen, now: time.Now,
 		logger: logger.With("component", "revocation"), gateway: id.String(), gw: rt.Gateway,
 	}
 	return w
+}
+
+// revocationSigners is what the revocation list must chain to: the built-in CA signs it, so with
+// Vault issuing the SVIDs (and the trust bundle holding Vault's root) it is the CA's own roots.
+func (rt *Runtime) revocationSigners() *pki.TrustBundles {
+	if rt.vault == nil || rt.CA == nil {
+		return rt.Bundles
+	}
+	b := pki.NewTrustBundles()
+	b.Set(rt.CA.TrustDomain(), rt.CA.Roots())
+	return b
 }
 
 func isURL(s string) bool {
