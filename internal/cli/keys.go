@@ -17,6 +17,7 @@ import (
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
+	"github.com/ztgate/ztgate/witness"
 )
 
 func init() {
@@ -25,7 +26,7 @@ func init() {
 }
 
 func cmdPKIMigrateKeys(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE]",
+	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE] | --witness-key FILE",
 		`Seals, in place, the private keys ztgate kept in the clear before it sealed them under a
 key-encryption key; until then they are refused with a pointer to this command. Keys already sealed
 are left alone, so it is safe to run twice.
@@ -35,6 +36,8 @@ are left alone, so it is safe to run twice.
   --ca DIR               the CA keys of DIR, under DIR/`+pki.CAMasterKeyFile+` (created when missing)
   --policy-key FILE      a policy-signing key from ztgate policy keygen, under --master-key
                          (default: `+keyring.MasterKeyFile+` beside it; created when missing)
+  --witness-key FILE     a witness's cosigning key from ztgate witness keygen, under the
+                         `+keyring.MasterKeyFile+` beside it (created when missing)
 
 Each clear file is replaced by rename: its old contents may stay on the disk until overwritten, so
 treat a key that was ever in the clear as exposed to whoever had the disk, and rotate it when that
@@ -43,17 +46,18 @@ matters.`)
 	caDir := fs.String("ca", "", "CA folder `DIR`")
 	policyKey := fs.String("policy-key", "", "policy-signing key `FILE`")
 	masterKey := fs.String("master-key", "", "with --policy-key: the master key `FILE`")
+	witnessKey := fs.String("witness-key", "", "witness cosigning key `FILE`")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	given := 0
-	for _, v := range []string{*cfgPath, *caDir, *policyKey} {
+	for _, v := range []string{*cfgPath, *caDir, *policyKey, *witnessKey} {
 		if v != "" {
 			given++
 		}
 	}
 	if given != 1 || (*masterKey != "" && *policyKey == "") {
-		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key (--master-key only with --policy-key)")
+		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key, --witness-key (--master-key only with --policy-key)")
 		fs.Usage()
 		return errUsage
 	}
@@ -68,6 +72,12 @@ matters.`)
 		sealed, err = cfg.MigrateKeys(ctx, env.Logger)
 	case *caDir != "":
 		sealed, err = pki.MigrateCAKeys(*caDir)
+	case *witnessKey != "":
+		var did bool
+		did, err = witness.MigrateKey(*witnessKey)
+		if did {
+			sealed = append(sealed, *witnessKey)
+		}
 	default:
 		if *masterKey == "" {
 			*masterKey = filepath.Join(filepath.Dir(*policyKey), keyring.MasterKeyFile)

@@ -12,6 +12,7 @@ import (
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
+	"github.com/ztgate/ztgate/witness"
 )
 
 func TestPKIRotateKeys(t *testing.T) {
@@ -109,6 +110,15 @@ func TestPKIMigrateKeys(t *testing.T) {
 	}
 	cfg := filepath.Join(dir, "gateway.yaml")
 
+	// A witness's cosigning key in the clear, as `witness keygen` wrote it before.
+	skey, _, err := witness.GenerateKey("witness.city.example.vn/isc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	witnessKey := filepath.Join(dir, "witness", witness.KeyFile)
+	os.MkdirAll(filepath.Dir(witnessKey), 0o700)
+	os.WriteFile(witnessKey, []byte(skey+"\n"), 0o600)
+
 	steps := []struct {
 		desc     string
 		args     []string
@@ -125,6 +135,8 @@ func TestPKIMigrateKeys(t *testing.T) {
 		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile)},
 		{desc: "validate", args: []string{"validate", cfg}, wantOut: "valid gateway config"},
 		{desc: "nothing left", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "nothing to seal"},
+		{desc: "migrate the witness key", args: []string{"pki", "migrate-keys", "--witness-key", witnessKey}, wantOut: "sealed " + witnessKey},
+		{desc: "witness key sealed already", args: []string{"pki", "migrate-keys", "--witness-key", witnessKey}, wantOut: "nothing to seal"},
 		{desc: "two targets", args: []string{"pki", "migrate-keys", "--config", cfg, "--ca", ca}, wantCode: 2, wantOut: "give one of"},
 	}
 	for _, s := range steps {
