@@ -1,6 +1,7 @@
 package witness
 
 import (
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -62,12 +63,13 @@ func TestKeyPairSealed(t *testing.T) {
 	}
 
 	// A tampered key does not open.
-	tampered := []byte(strings.Replace(string(b), "\n", "\nAAAA", 2))
-	if err := atomicfile.Write(keyPath, tampered, 0o600); err != nil {
+	block, _ := pem.Decode(b)
+	block.Bytes[len(block.Bytes)-1] ^= 1
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadCosigner(keyPath, nil); err == nil {
-		t.Error("a tampered witness key loaded")
+	if _, err := LoadCosigner(keyPath, nil); !errors.Is(err, keyring.ErrBadKey) {
+		t.Errorf("tampered witness key: got %v, want ErrBadKey", err)
 	}
 
 	// No master key: refused, never a fresh one.
