@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
@@ -26,7 +27,7 @@ func init() {
 }
 
 func cmdPKIMigrateKeys(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE] | --witness-key FILE",
+	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE] | --witness-key FILE | --policy-log DIR",
 		`Seals, in place, the private keys ztgate kept in the clear before it sealed them under a
 key-encryption key; until then they are refused with a pointer to this command. Keys already sealed
 are left alone, so it is safe to run twice.
@@ -38,6 +39,8 @@ are left alone, so it is safe to run twice.
                          (default: `+keyring.MasterKeyFile+` beside it; created when missing)
   --witness-key FILE     a witness's cosigning key from ztgate witness keygen, under the
                          `+keyring.MasterKeyFile+` beside it (created when missing)
+  --policy-log DIR       the signing key of the officers' policy log (ztgate policy publish --log
+                         DIR), under DIR/`+keyring.MasterKeyFile+` (created when missing)
 
 Each clear file is replaced by rename: its old contents may stay on the disk until overwritten, so
 treat a key that was ever in the clear as exposed to whoever had the disk, and rotate it when that
@@ -47,17 +50,18 @@ matters.`)
 	policyKey := fs.String("policy-key", "", "policy-signing key `FILE`")
 	masterKey := fs.String("master-key", "", "with --policy-key: the master key `FILE`")
 	witnessKey := fs.String("witness-key", "", "witness cosigning key `FILE`")
+	policyLog := fs.String("policy-log", "", "the policy log's folder `DIR`")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	given := 0
-	for _, v := range []string{*cfgPath, *caDir, *policyKey, *witnessKey} {
+	for _, v := range []string{*cfgPath, *caDir, *policyKey, *witnessKey, *policyLog} {
 		if v != "" {
 			given++
 		}
 	}
 	if given != 1 || (*masterKey != "" && *policyKey == "") {
-		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key, --witness-key (--master-key only with --policy-key)")
+		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key, --witness-key, --policy-log (--master-key only with --policy-key)")
 		fs.Usage()
 		return errUsage
 	}
@@ -72,6 +76,12 @@ matters.`)
 		sealed, err = cfg.MigrateKeys(ctx, env.Logger)
 	case *caDir != "":
 		sealed, err = pki.MigrateCAKeys(*caDir)
+	case *policyLog != "":
+		var did bool
+		did, err = migratePolicyLogKey(*policyLog)
+		if did {
+			sealed = append(sealed, filepath.Join(*policyLog, audit.SignerKeyFile))
+		}
 	case *witnessKey != "":
 		var did bool
 		did, err = witness.MigrateKey(*witnessKey)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,6 +50,12 @@ func TestPKIRotateKeys(t *testing.T) {
 		t.Fatalf("--add: %d %s", code, out)
 	}
 	added := regexp.MustCompile(`added key (\d+)`).FindStringSubmatch(out)[1]
+	// The policy log's key in the clear, as `policy publish` created it before.
+	policyLog := filepath.Join(dir, "officer", "policy-log")
+	if _, _, err := audit.WriteKeyPair(policyLog, "ztgate/policy-log"); err != nil {
+		t.Fatal(err)
+	}
+
 	steps := []struct {
 		desc     string
 		args     []string
@@ -119,6 +126,12 @@ func TestPKIMigrateKeys(t *testing.T) {
 	os.MkdirAll(filepath.Dir(witnessKey), 0o700)
 	os.WriteFile(witnessKey, []byte(skey+"\n"), 0o600)
 
+	// The policy log's key in the clear, as `policy publish` created it before.
+	policyLog := filepath.Join(dir, "officer", "policy-log")
+	if _, _, err := audit.WriteKeyPair(policyLog, "ztgate/policy-log"); err != nil {
+		t.Fatal(err)
+	}
+
 	steps := []struct {
 		desc     string
 		args     []string
@@ -135,6 +148,9 @@ func TestPKIMigrateKeys(t *testing.T) {
 		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile)},
 		{desc: "validate", args: []string{"validate", cfg}, wantOut: "valid gateway config"},
 		{desc: "nothing left", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "nothing to seal"},
+		{desc: "publish with the log key in the clear", args: []string{"policy", "publish", "--log", policyLog, bundle}, wantCode: 1, wantOut: "ztgate pki migrate-keys --policy-log " + policyLog},
+		{desc: "migrate the policy log key", args: []string{"pki", "migrate-keys", "--policy-log", policyLog}, wantOut: "sealed " + filepath.Join(policyLog, audit.SignerKeyFile)},
+		{desc: "publish", args: []string{"policy", "publish", "--log", policyLog, bundle}, wantOut: "published "},
 		{desc: "migrate the witness key", args: []string{"pki", "migrate-keys", "--witness-key", witnessKey}, wantOut: "sealed " + witnessKey},
 		{desc: "witness key sealed already", args: []string{"pki", "migrate-keys", "--witness-key", witnessKey}, wantOut: "nothing to seal"},
 		{desc: "two targets", args: []string{"pki", "migrate-keys", "--config", cfg, "--ca", ca}, wantCode: 2, wantOut: "give one of"},
@@ -162,5 +178,53 @@ func unseal(t *testing.T, masterKey string, paths ...string) {
 		if err := pki.WritePrivateKey(p, key); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestPolicyLogKeySealed: policy publish creates the log's key sealed under a master key in the log's
+// folder, and refuses the key when it is tampered with or the master key is another.
+func TestPolicyLogKeySealed(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "bundle")
+	if err := policies.WriteDefaultBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(dir, "policy-log")
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 0 {
+		t.Fatalf("publish: %s", out)
+	}
+	signerPath := filepath.Join(logDir, audit.SignerKeyFile)
+	b, err := os.ReadFile(signerPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), keyring.SealedBlockType) || strings.Contains(string(b), "PRIVATE+KEY") {
+		t.Fatalf("the policy log's key is not sealed:\n%s", b)
+	}
+	if st, err := os.Stat(filepath.Join(logDir, keyring.MasterKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("master key: %v", err)
+	}
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 0 {
+		t.Fatalf("second publish: %s", out)
+	}
+
+	// Under another master key: refused.
+	master := filepath.Join(logDir, keyring.MasterKeyFile)
+	saved, _ := os.ReadFile(master)
+	os.Remove(master)
+	if _, err := keyring.LoadOrCreateLocalKEK(master); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 1 || !strings.Contains(out, keyring.ErrBadKey.Error()) {
+		t.Errorf("another master key: %d:\n%s", code, out)
+	}
+	os.WriteFile(master, saved, 0o600)
+
+	// Tampered: refused.
+	block, _ := pem.Decode(b)
+	block.Bytes[len(block.Bytes)-1] ^= 1
+	os.WriteFile(signerPath, pem.EncodeToMemory(block), 0o600)
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 1 || !strings.Contains(out, keyring.ErrBadKey.Error()) {
+		t.Errorf("tampered key: %d:\n%s", code, out)
 	}
 }
