@@ -27,7 +27,7 @@ func init() {
 }
 
 func cmdPKIMigrateKeys(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE] | --witness-key FILE | --policy-log DIR",
+	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE] | --witness-key FILE | --policy-log DIR | --svid DIR",
 		`Seals, in place, the private keys ztgate kept in the clear before it sealed them under a
 key-encryption key; until then they are refused with a pointer to this command. Keys already sealed
 are left alone, so it is safe to run twice.
@@ -41,6 +41,8 @@ are left alone, so it is safe to run twice.
                          `+keyring.MasterKeyFile+` beside it (created when missing)
   --policy-log DIR       the signing key of the officers' policy log (ztgate policy publish --log
                          DIR), under DIR/`+keyring.MasterKeyFile+` (created when missing)
+  --svid DIR             a connector's or pki issue's svid.key, under DIR/`+pki.SVIDMasterKeyFile+`
+                         (created when missing)
 
 Each clear file is replaced by rename: its old contents may stay on the disk until overwritten, so
 treat a key that was ever in the clear as exposed to whoever had the disk, and rotate it when that
@@ -51,17 +53,18 @@ matters.`)
 	masterKey := fs.String("master-key", "", "with --policy-key: the master key `FILE`")
 	witnessKey := fs.String("witness-key", "", "witness cosigning key `FILE`")
 	policyLog := fs.String("policy-log", "", "the policy log's folder `DIR`")
+	svidDir := fs.String("svid", "", "an SVID's state folder `DIR`")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	given := 0
-	for _, v := range []string{*cfgPath, *caDir, *policyKey, *witnessKey, *policyLog} {
+	for _, v := range []string{*cfgPath, *caDir, *policyKey, *witnessKey, *policyLog, *svidDir} {
 		if v != "" {
 			given++
 		}
 	}
 	if given != 1 || (*masterKey != "" && *policyKey == "") {
-		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key, --witness-key, --policy-log (--master-key only with --policy-key)")
+		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key, --witness-key, --policy-log, --svid (--master-key only with --policy-key)")
 		fs.Usage()
 		return errUsage
 	}
@@ -81,6 +84,12 @@ matters.`)
 		did, err = migratePolicyLogKey(*policyLog)
 		if did {
 			sealed = append(sealed, filepath.Join(*policyLog, audit.SignerKeyFile))
+		}
+	case *svidDir != "":
+		var did bool
+		did, err = pki.MigrateSVIDKey(*svidDir)
+		if did {
+			sealed = append(sealed, filepath.Join(*svidDir, pki.SVIDKeyFile))
 		}
 	case *witnessKey != "":
 		var did bool

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -226,5 +227,37 @@ func TestPolicyLogKeySealed(t *testing.T) {
 	os.WriteFile(signerPath, pem.EncodeToMemory(block), 0o600)
 	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 1 || !strings.Contains(out, keyring.ErrBadKey.Error()) {
 		t.Errorf("tampered key: %d:\n%s", code, out)
+	}
+}
+
+// TestPKIIssueSealed: pki issue --out writes a state folder whose svid.key is sealed under the
+// folder's master key and that LoadSVID (what ztgate connect reads) opens; an svid.key in the clear
+// is refused with the command that seals it.
+func TestPKIIssueSealed(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if code, out := runMain("pki", "init", "--dir", ca, "--trust-domain", "city.example.vn"); code != 0 {
+		t.Fatalf("pki init: %s", out)
+	}
+	state := filepath.Join(dir, "conn")
+	if code, out := runMain("pki", "issue", "--ca", ca, "--spiffe-id", "spiffe://city.example.vn/dept/a", "--out", state); code != 0 {
+		t.Fatalf("pki issue: %s", out)
+	}
+	keyPath := filepath.Join(state, pki.SVIDKeyFile)
+	if sealed, err := keyring.IsSealedFile(keyPath); err != nil || !sealed {
+		t.Fatalf("svid.key sealed: %v, %v", sealed, err)
+	}
+	if _, err := pki.LoadSVID(state); err != nil {
+		t.Fatal(err)
+	}
+	unseal(t, filepath.Join(state, pki.SVIDMasterKeyFile), keyPath)
+	if _, err := pki.LoadSVID(state); !errors.Is(err, keyring.ErrNotSealed) || !strings.Contains(err.Error(), "ztgate pki migrate-keys --svid "+state) {
+		t.Fatalf("clear svid.key: got %v, want ErrNotSealed naming migrate-keys --svid", err)
+	}
+	if code, out := runMain("pki", "migrate-keys", "--svid", state); code != 0 || !strings.Contains(out, "sealed "+keyPath) {
+		t.Fatalf("migrate-keys --svid: %d:\n%s", code, out)
+	}
+	if _, err := pki.LoadSVID(state); err != nil {
+		t.Fatal(err)
 	}
 }
