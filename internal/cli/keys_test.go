@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
@@ -117,6 +119,8 @@ func TestPKIMigrateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "gateway.yaml")
+	resetKey := filepath.Join(dir, "state", gateway.ResetKeyFile)
+	os.WriteFile(resetKey, bytes.Repeat([]byte{7}, 32), 0o600) // the QUIC reset key in the clear
 
 	// A witness's cosigning key in the clear, as `witness keygen` wrote it before.
 	skey, _, err := witness.GenerateKey("witness.city.example.vn/isc")
@@ -146,7 +150,7 @@ func TestPKIMigrateKeys(t *testing.T) {
 		{desc: "validate with an audit key in the clear", args: []string{"validate", cfg}, wantCode: 1, wantOut: "ztgate pki migrate-keys --config"},
 		{desc: "migrate the policy key", args: []string{"pki", "migrate-keys", "--policy-key", policyKey}, wantOut: "sealed " + policyKey},
 		{desc: "sign", args: []string{"policy", "sign", "--key", policyKey, bundle}, wantOut: "signed " + bundle},
-		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile)},
+		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile) + "\nsealed " + resetKey},
 		{desc: "validate", args: []string{"validate", cfg}, wantOut: "valid gateway config"},
 		{desc: "nothing left", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "nothing to seal"},
 		{desc: "publish with the log key in the clear", args: []string{"policy", "publish", "--log", policyLog, bundle}, wantCode: 1, wantOut: "ztgate pki migrate-keys --policy-log " + policyLog},
