@@ -9,8 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/ztgate/ztgate/pki/keyring"
-	"golang.org/x/mod/sumdb/note"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/tink-crypto/tink-go/v2/tink"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/audit/alerts"
@@ -29,6 +30,7 @@ import (
 	"github.com/ztgate/ztgate/internal/vaultclient"
 	"github.com/ztgate/ztgate/internal/yamlconf"
 	"github.com/ztgate/ztgate/pki"
+	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
 )
 
@@ -497,6 +499,11 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 				return nil, err
 			}
 		}
+		if resetPath := filepath.Join(keyDir, ResetKeyFile); fileExists(resetPath) {
+			if err := checkResetKey(resetPath, ring); err != nil {
+				return nil, err
+			}
+		}
 		if a := c.Admin; a != nil && a.CertFile != "" {
 			if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
 				return nil, fmt.Errorf("admin.cert_file: %w", err)
@@ -572,7 +579,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 			return nil, fmt.Errorf("opening join token ledger: %w", err)
 		}
 	}
-	resetKey, err := loadResetKey(filepath.Join(keyDir, "quic-reset.key"))
+	resetKey, err := loadResetKey(filepath.Join(keyDir, ResetKeyFile), rt.Keyring.KEK())
 	if err != nil {
 		rt.Close()
 		return nil, err
@@ -903,31 +910,82 @@ func rootOf(c *tls.Certificate, roots []*x509.Certificate) (*x509.Certificate, e
 	return nil, errors.New("no published root signed the gateway's SVID")
 }
 
-// loadResetKey reads the stateless reset key, creating it on first start.
-func loadResetKey(path string) (*quic.StatelessResetKey, error) {
+// ResetKeyFile is the QUIC stateless reset key in the gateway's key folder, sealed under the
+// keyring's KEK.
+const ResetKeyFile = "quic-reset.key"
+
+// resetKeyKind is the kind the stateless reset key is sealed as (see keyring.SealSecret).
+const resetKeyKind = "quic stateless reset key"
+
+// loadResetKey opens the stateless reset key sealed under kek, creating it on first start. A key in
+// the clear (from before it was sealed) is refused with the command that seals it.
+func loadResetKey(path string, kek tink.AEAD) (*quic.StatelessResetKey, error) {
 	var k quic.StatelessResetKey
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	sealed, err := keyring.IsSealedFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		if _, err := rand.Read(k[:]); err != nil {
 			return nil, err
 		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, k[:], 0o600); err != nil {
+		err := keyring.WriteSealedFile(path, kek, resetKeyKind, k[:], true)
+		if err == nil {
+			return &k, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("writing stateless reset key: %w", err)
 		}
-		if err := os.Rename(tmp, path); err != nil {
-			return nil, fmt.Errorf("writing stateless reset key: %w", err)
-		}
-		return &k, nil
+		sealed, err = keyring.IsSealedFile(path) // another start made it meanwhile
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading stateless reset key: %w", err)
+		return nil, fmt.Errorf("stateless reset key: %w", err)
+	}
+	if !sealed {
+		return nil, fmt.Errorf("stateless reset key %s: %w; seal it with `ztgate pki migrate-keys --config <this config>`", path, keyring.ErrNotSealed)
+	}
+	b, err := keyring.ReadSealedFile(path, kek, resetKeyKind)
+	if err != nil {
+		return nil, fmt.Errorf("stateless reset key: %w", err)
 	}
 	if len(b) != len(k) {
 		return nil, fmt.Errorf("stateless reset key %s: %d bytes, want %d", path, len(b), len(k))
 	}
 	copy(k[:], b)
 	return &k, nil
+}
+
+// checkResetKey opens the stateless reset key at path for a check (ring nil: the KEK does not exist
+// yet, so only a key in the clear can be told apart).
+func checkResetKey(path string, ring *keyring.Keyring) error {
+	if ring != nil {
+		_, err := loadResetKey(path, ring.KEK())
+		return err
+	}
+	if sealed, err := keyring.IsSealedFile(path); err != nil || sealed {
+		return err
+	}
+	return fmt.Errorf("stateless reset key %s: %w; seal it with `ztgate pki migrate-keys --config <this config>`", path, keyring.ErrNotSealed)
+}
+
+// migrateResetKey seals a stateless reset key in the clear at path under kek, in place, and
+// reports whether it did; a sealed key is left alone.
+func migrateResetKey(path string, kek tink.AEAD) (bool, error) {
+	sealed, err := keyring.IsSealedFile(path)
+	if err != nil || sealed {
+		return false, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	if len(b) != len(quic.StatelessResetKey{}) {
+		return false, fmt.Errorf("migrating %s: %d bytes, want %d", path, len(b), len(quic.StatelessResetKey{}))
+	}
+	if err := keyring.WriteSealedFile(path, kek, resetKeyKind, b, false); err != nil {
+		return false, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	if _, err := loadResetKey(path, kek); err != nil {
+		return false, fmt.Errorf("migrating %s: the sealed key does not open: %w", path, err)
+	}
+	return true, nil
 }
 
 // newRevocationWatcher returns the watcher of the configured revocation list, or of the CA

@@ -144,23 +144,34 @@ func (c *Config) loadAuditSigner(path string, ring *keyring.Keyring) (note.Signe
 }
 
 // MigrateKeys seals the private keys this config's gateway keeps that are still in the clear (from
-// before keys were sealed): the audit log's signing key under the gateway's KEK (keys.kek; a local
-// master key is created when missing) and the CA's keys in ca_dir under the CA's master key. It
-// returns the files it sealed; keys already sealed are left alone.
+// before keys were sealed): the audit log's signing key and the QUIC stateless reset key under the
+// gateway's KEK (keys.kek; a local master key is created when missing) and the CA's keys in ca_dir
+// under the CA's master key. It returns the files it sealed; keys already sealed are left alone.
 func (c *Config) MigrateKeys(ctx context.Context, logger *slog.Logger) ([]string, error) {
 	var sealed []string
-	signerPath := filepath.Join(c.keyDir(), audit.SignerKeyFile)
-	if _, err := os.Stat(signerPath); err == nil {
-		kek, _, err := c.openKEK(ctx, true, logger)
-		if err != nil {
-			return nil, fmt.Errorf("keys: %w", err)
+	var kek tink.AEAD
+	for _, m := range []struct {
+		path    string
+		migrate func(string, tink.AEAD) (bool, error)
+	}{
+		{filepath.Join(c.keyDir(), audit.SignerKeyFile), audit.MigrateSignerKey},
+		{filepath.Join(c.keyDir(), ResetKeyFile), migrateResetKey},
+	} {
+		if _, err := os.Stat(m.path); err != nil {
+			continue
 		}
-		did, err := audit.MigrateSignerKey(signerPath, kek)
+		if kek == nil {
+			var err error
+			if kek, _, err = c.openKEK(ctx, true, logger); err != nil {
+				return nil, fmt.Errorf("keys: %w", err)
+			}
+		}
+		did, err := m.migrate(m.path, kek)
 		if err != nil {
-			return nil, err
+			return sealed, err
 		}
 		if did {
-			sealed = append(sealed, signerPath)
+			sealed = append(sealed, m.path)
 		}
 	}
 	caSealed, err := pki.MigrateCAKeys(c.CADir)

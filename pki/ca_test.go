@@ -6,16 +6,20 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztgate/ztgate/pki/keyring"
 )
 
 func TestInitCALoadCARoundTrip(t *testing.T) {
@@ -415,12 +419,16 @@ func TestSVIDSaveLoad(t *testing.T) {
 		t.Errorf("second Save did not replace the SVID")
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Errorf("directory holds %d entries, want 2 (no temporary files left)", len(entries))
+	if len(entries) != 3 {
+		t.Errorf("directory holds %d entries, want 3: the SVID, its key and the master key (no temporary files left)", len(entries))
 	}
 
 	t.Run("mismatched key", func(t *testing.T) {
-		if err := WritePrivateKey(filepath.Join(dir, SVIDKeyFile), svid.PrivateKey); err != nil {
+		kek, err := keyring.LoadLocalKEK(filepath.Join(dir, SVIDMasterKeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteSealedPrivateKey(filepath.Join(dir, SVIDKeyFile), svid.PrivateKey, kek, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := LoadSVID(dir); !errors.Is(err, ErrInvalidSVID) {
@@ -436,6 +444,79 @@ func TestSVIDSaveLoad(t *testing.T) {
 		}
 		if _, err := LoadSVID(dir); err == nil {
 			t.Errorf("LoadSVID accepted a world-readable key")
+		}
+	})
+	t.Run("sealed", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := svid.Save(dir); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, SVIDKeyFile)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(b)
+		if block == nil || block.Type != keyring.SealedBlockType {
+			t.Fatalf("svid.key on disk is not sealed:\n%s", b)
+		}
+		if st, err := os.Stat(filepath.Join(dir, SVIDMasterKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("master key: %v", err)
+		}
+		// Tampered: refused.
+		block.Bytes[len(block.Bytes)-1] ^= 1
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadSVID(dir); !errors.Is(err, keyring.ErrBadKey) {
+			t.Errorf("tampered key: got %v, want ErrBadKey", err)
+		}
+		// Under another state folder's master key: refused.
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		other := t.TempDir()
+		if err := svid.Save(other); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(other, SVIDMasterKeyFile), filepath.Join(dir, SVIDMasterKeyFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadSVID(dir); !errors.Is(err, keyring.ErrBadKey) {
+			t.Errorf("another master key: got %v, want ErrBadKey", err)
+		}
+		// No master key: not "no SVID yet", which would make a connector enrol over the key.
+		if err := os.Remove(filepath.Join(dir, SVIDMasterKeyFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadSVID(dir); errors.Is(err, os.ErrNotExist) || !errors.Is(err, keyring.ErrBadKey) {
+			t.Errorf("missing master key: got %v, want ErrBadKey and not ErrNotExist", err)
+		}
+	})
+	t.Run("clear key refused, then migrated", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := WritePEMCertificates(filepath.Join(dir, SVIDCertFile), svid.Certificates); err != nil {
+			t.Fatal(err)
+		}
+		if err := WritePrivateKey(filepath.Join(dir, SVIDKeyFile), svid.PrivateKey); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadSVID(dir)
+		if !errors.Is(err, keyring.ErrNotSealed) || !strings.Contains(err.Error(), "ztgate pki migrate-keys --svid "+dir) {
+			t.Fatalf("clear key: got %v, want ErrNotSealed naming migrate-keys --svid", err)
+		}
+		if did, err := MigrateSVIDKey(dir); err != nil || !did {
+			t.Fatalf("MigrateSVIDKey: %v, %v", did, err)
+		}
+		if did, err := MigrateSVIDKey(dir); err != nil || did {
+			t.Errorf("MigrateSVIDKey again: %v, %v; want false, nil", did, err)
+		}
+		got, err := LoadSVID(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !publicKeysEqual(got.PrivateKey.Public(), svid.PrivateKey.Public()) {
+			t.Error("the migrated key is not the same key")
 		}
 	})
 	t.Run("save inconsistent", func(t *testing.T) {

@@ -9,18 +9,24 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztgate/ztgate/pki/keyring"
 )
 
 // File names used by SVID.Save and LoadSVID.
 const (
 	SVIDCertFile = "svid.pem"
-	SVIDKeyFile  = "svid.key"
+	SVIDKeyFile  = "svid.key" // sealed under SVIDMasterKeyFile
+	// SVIDMasterKeyFile is the state folder's local master key (a Tink AES-256-GCM keyset, mode
+	// 0600), created by the first Save, under which svid.key is sealed.
+	SVIDMasterKeyFile = keyring.MasterKeyFile
 )
 
 // SVID is an X.509 SPIFFE identity: a leaf carrying one spiffe:// URI SAN,
@@ -90,9 +96,9 @@ func (s *SVID) Validate() error {
 }
 
 // Save writes the chain to dir/svid.pem and the key to dir/svid.key (PKCS#8,
-// mode 0600), each atomically. The key is written first; if the process dies
-// between the two, LoadSVID reports the mismatch instead of serving a wrong
-// pair.
+// sealed under dir/master.key, created when missing; mode 0600), each
+// atomically. The key is written first; if the process dies between the two,
+// LoadSVID reports the mismatch instead of serving a wrong pair.
 func (s *SVID) Save(dir string) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("saving SVID: %w", err)
@@ -100,7 +106,11 @@ func (s *SVID) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("saving SVID: %w", err)
 	}
-	if err := WritePrivateKey(filepath.Join(dir, SVIDKeyFile), s.PrivateKey); err != nil {
+	kek, err := keyring.LoadOrCreateLocalKEK(filepath.Join(dir, SVIDMasterKeyFile))
+	if err != nil {
+		return fmt.Errorf("saving SVID: %w", err)
+	}
+	if err := WriteSealedPrivateKey(filepath.Join(dir, SVIDKeyFile), s.PrivateKey, kek, false); err != nil {
 		return fmt.Errorf("saving SVID: %w", err)
 	}
 	if err := WritePEMCertificates(filepath.Join(dir, SVIDCertFile), s.Certificates); err != nil {
@@ -110,13 +120,16 @@ func (s *SVID) Save(dir string) error {
 }
 
 // LoadSVID reads an SVID written by Save and checks that it is consistent (see
-// Validate). An expired SVID loads; whoever uses it decides what to do.
+// Validate). An expired SVID loads; whoever uses it decides what to do. A key
+// in the clear (saved before keys were sealed) is refused with the command that
+// seals it (keyring.ErrNotSealed); one that does not open under dir's master
+// key wraps keyring.ErrBadKey.
 func LoadSVID(dir string) (*SVID, error) {
 	certs, err := LoadPEMCertificates(filepath.Join(dir, SVIDCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("loading SVID: %w", err)
 	}
-	key, err := LoadPrivateKey(filepath.Join(dir, SVIDKeyFile))
+	key, err := openSVIDKey(dir)
 	if err != nil {
 		return nil, fmt.Errorf("loading SVID: %w", err)
 	}
@@ -129,6 +142,41 @@ func LoadSVID(dir string) (*SVID, error) {
 		return nil, fmt.Errorf("loading SVID: %w", err)
 	}
 	return s, nil
+}
+
+func openSVIDKey(dir string) (crypto.Signer, error) {
+	path := filepath.Join(dir, SVIDKeyFile)
+	sealed, err := keyring.IsSealedFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !sealed {
+		return nil, fmt.Errorf("%s: %w; seal it with `ztgate pki migrate-keys --svid %s`", path, keyring.ErrNotSealed, dir)
+	}
+	kek, err := keyring.LoadLocalKEK(filepath.Join(dir, SVIDMasterKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not "no SVID yet": a connector must not enrol over a key it cannot open.
+		return nil, fmt.Errorf("%w: %s is sealed but its master key %s is missing", keyring.ErrBadKey, path, filepath.Join(dir, SVIDMasterKeyFile))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s is sealed under the master key beside it: %w", path, err)
+	}
+	return LoadSealedPrivateKey(path, kek)
+}
+
+// MigrateSVIDKey seals dir's svid.key, if it is in the clear (saved before keys
+// were sealed), under dir's master key (created when missing), and reports
+// whether it did.
+func MigrateSVIDKey(dir string) (bool, error) {
+	path := filepath.Join(dir, SVIDKeyFile)
+	if _, err := os.Stat(path); err != nil {
+		return false, fmt.Errorf("migrating SVID key: %w", err)
+	}
+	kek, err := keyring.LoadOrCreateLocalKEK(filepath.Join(dir, SVIDMasterKeyFile))
+	if err != nil {
+		return false, fmt.Errorf("migrating SVID key: %w", err)
+	}
+	return MigratePrivateKey(path, kek, nil)
 }
 
 // NewCSR generates a fresh ECDSA P-256 key and a certificate request carrying

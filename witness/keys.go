@@ -10,20 +10,27 @@ import (
 	"time"
 
 	"github.com/ztgate/ztgate/internal/atomicfile"
+	"github.com/ztgate/ztgate/pki/keyring"
 )
 
 // Key file names WriteKeyPair creates.
 const (
-	KeyFile       = "witness.key" // the private cosigner key
+	KeyFile       = "witness.key" // the private cosigner key, sealed under MasterKeyFile
 	PublicKeyFile = "witness.pub" // the verifier key gateways and auditors configure
+	// MasterKeyFile is the local master key (a Tink AES-256-GCM keyset, mode 0600) beside KeyFile
+	// that seals it. Back it up apart from the key: a copy of witness.key alone cosigns nothing.
+	MasterKeyFile = keyring.MasterKeyFile
 )
+
+// sealedKeyKind is the kind the cosigner key is sealed as (see keyring.SealSecret).
+const sealedKeyKind = "witness cosigner key"
 
 // DefaultMaxKeyFileBytes bounds a key file read: a witness key is under 200 bytes.
 const DefaultMaxKeyFileBytes = 4 << 10
 
-// WriteKeyPair generates a key pair named name and writes it to dir as KeyFile (mode 0600) and
-// PublicKeyFile (0644). It refuses to overwrite either, so a witness's key is never replaced by
-// accident (gateways trust it by its public key).
+// WriteKeyPair generates a key pair named name and writes it to dir as KeyFile (mode 0600, sealed
+// under dir's MasterKeyFile, created when missing) and PublicKeyFile (0644). It refuses to overwrite
+// either, so a witness's key is never replaced by accident (gateways trust it by its public key).
 func WriteKeyPair(dir, name string) (keyPath, pubPath string, err error) {
 	skey, vkey, err := GenerateKey(name)
 	if err != nil {
@@ -38,7 +45,11 @@ func WriteKeyPair(dir, name string) (keyPath, pubPath string, err error) {
 			return "", "", fmt.Errorf("writing witness key: %s already exists", p)
 		}
 	}
-	if err := atomicfile.CreateExclusive(keyPath, []byte(skey+"\n"), 0o600); err != nil {
+	kek, err := keyring.LoadOrCreateLocalKEK(filepath.Join(dir, MasterKeyFile))
+	if err != nil {
+		return "", "", fmt.Errorf("writing witness key: %w", err)
+	}
+	if err := keyring.WriteSealedFile(keyPath, kek, sealedKeyKind, []byte(skey), true); err != nil {
 		return "", "", fmt.Errorf("writing witness key: %w", err)
 	}
 	if err := atomicfile.CreateExclusive(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
@@ -47,18 +58,60 @@ func WriteKeyPair(dir, name string) (keyPath, pubPath string, err error) {
 	return keyPath, pubPath, nil
 }
 
-// LoadCosigner reads a private key written by WriteKeyPair. It refuses a file that group or others
-// may read or write: whoever reads it can cosign as the witness. now is as for NewCosigner.
+// LoadCosigner opens a private key written by WriteKeyPair, under the MasterKeyFile beside it. It
+// refuses a file that group or others may read or write (whoever reads it can cosign as the
+// witness), a key that does not open (keyring.ErrBadKey) and a key in the clear (keyring.ErrNotSealed,
+// with the command that seals it). now is as for NewCosigner.
 func LoadCosigner(path string, now func() time.Time) (*Cosigner, error) {
-	key, err := readKeyFile(path, true)
+	sealed, err := keyring.IsSealedFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("witness key: %w", err)
 	}
-	c, err := NewCosigner(key, now)
+	if !sealed {
+		return nil, fmt.Errorf("witness key %s: %w; seal it with `ztgate pki migrate-keys --witness-key %s`", path, keyring.ErrNotSealed, path)
+	}
+	kek, err := keyring.LoadLocalKEK(filepath.Join(filepath.Dir(path), MasterKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("witness key %s is sealed under the master key beside it: %w", path, err)
+	}
+	b, err := keyring.ReadSealedFile(path, kek, sealedKeyKind)
+	if err != nil {
+		return nil, fmt.Errorf("witness key: %w", err)
+	}
+	c, err := NewCosigner(strings.TrimSpace(string(b)), now)
 	if err != nil {
 		return nil, fmt.Errorf("witness key %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// MigrateKey seals a cosigner key in the clear at path (from before witness keys were sealed) under
+// the MasterKeyFile beside it (created when missing), in place, and reports whether it did; a sealed
+// key is left alone. The clear file is replaced by rename: its old blocks may stay on the disk until
+// overwritten.
+func MigrateKey(path string) (bool, error) {
+	sealed, err := keyring.IsSealedFile(path)
+	if err != nil || sealed {
+		return false, err
+	}
+	key, err := readKeyFile(path, true)
+	if err != nil {
+		return false, err
+	}
+	if _, err := NewCosigner(key, nil); err != nil {
+		return false, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	kek, err := keyring.LoadOrCreateLocalKEK(filepath.Join(filepath.Dir(path), MasterKeyFile))
+	if err != nil {
+		return false, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	if err := keyring.WriteSealedFile(path, kek, sealedKeyKind, []byte(key), false); err != nil {
+		return false, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	if _, err := LoadCosigner(path, nil); err != nil {
+		return false, fmt.Errorf("migrating %s: the sealed key does not open: %w", path, err)
+	}
+	return true, nil
 }
 
 // LoadVerifier reads a witness's public key written by WriteKeyPair.

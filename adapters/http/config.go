@@ -28,7 +28,7 @@ type Config struct {
 	GatewayID string `yaml:"gateway_id"`
 	// SPIFFEID is this connector's identity.
 	SPIFFEID string `yaml:"spiffe_id"`
-	// StateDir holds svid.pem, svid.key and bundle.pem; not needed with identity.source: spire.
+	// StateDir holds svid.pem, svid.key (sealed under master.key, created with it) and bundle.pem; not needed with identity.source: spire.
 	StateDir string `yaml:"state_dir"`
 	// Identity says where the connector's SVID comes from: enrolment and renewal at the gateway
 	// (the default) or a SPIRE agent, which needs no join token, state dir or trust bundle.

@@ -237,10 +237,10 @@ func loadCAFor(dir, id string) (*pki.CA, spiffeid.ID, error) {
 }
 
 func cmdPKIIssue(_ context.Context, env *Env, args []string) error {
-	fs := flags(env, "pki issue", "--ca DIR --spiffe-id ID --out DIR [--ttl 1h]", "Issues an SVID (svid.pem, svid.key) and copies the trust bundle (bundle.pem) into --out.")
+	fs := flags(env, "pki issue", "--ca DIR --spiffe-id ID --out DIR [--ttl 1h]", "Issues an SVID (svid.pem, svid.key sealed under "+pki.SVIDMasterKeyFile+", created when missing) and copies the trust bundle (bundle.pem) into --out: the state folder `ztgate connect` reads.")
 	dir := fs.String("ca", "", "CA folder")
 	id := fs.String("spiffe-id", "", "identity to issue")
-	out := fs.String("out", "", "folder for svid.pem, svid.key, bundle.pem")
+	out := fs.String("out", "", "folder for svid.pem, svid.key, "+pki.SVIDMasterKeyFile+", bundle.pem")
 	ttl := fs.Duration("ttl", pki.DefaultSVIDTTL, "SVID lifetime")
 	if err := parse(fs, args); err != nil {
 		return err

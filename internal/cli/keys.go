@@ -13,10 +13,12 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
+	"github.com/ztgate/ztgate/witness"
 )
 
 func init() {
@@ -25,7 +27,7 @@ func init() {
 }
 
 func cmdPKIMigrateKeys(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE]",
+	fs := flags(env, "pki migrate-keys", "--config gateway.yaml | --ca DIR | --policy-key FILE [--master-key FILE] | --witness-key FILE | --policy-log DIR | --svid DIR",
 		`Seals, in place, the private keys ztgate kept in the clear before it sealed them under a
 key-encryption key; until then they are refused with a pointer to this command. Keys already sealed
 are left alone, so it is safe to run twice.
@@ -35,6 +37,12 @@ are left alone, so it is safe to run twice.
   --ca DIR               the CA keys of DIR, under DIR/`+pki.CAMasterKeyFile+` (created when missing)
   --policy-key FILE      a policy-signing key from ztgate policy keygen, under --master-key
                          (default: `+keyring.MasterKeyFile+` beside it; created when missing)
+  --witness-key FILE     a witness's cosigning key from ztgate witness keygen, under the
+                         `+keyring.MasterKeyFile+` beside it (created when missing)
+  --policy-log DIR       the signing key of the officers' policy log (ztgate policy publish --log
+                         DIR), under DIR/`+keyring.MasterKeyFile+` (created when missing)
+  --svid DIR             a connector's or pki issue's svid.key, under DIR/`+pki.SVIDMasterKeyFile+`
+                         (created when missing)
 
 Each clear file is replaced by rename: its old contents may stay on the disk until overwritten, so
 treat a key that was ever in the clear as exposed to whoever had the disk, and rotate it when that
@@ -43,17 +51,20 @@ matters.`)
 	caDir := fs.String("ca", "", "CA folder `DIR`")
 	policyKey := fs.String("policy-key", "", "policy-signing key `FILE`")
 	masterKey := fs.String("master-key", "", "with --policy-key: the master key `FILE`")
+	witnessKey := fs.String("witness-key", "", "witness cosigning key `FILE`")
+	policyLog := fs.String("policy-log", "", "the policy log's folder `DIR`")
+	svidDir := fs.String("svid", "", "an SVID's state folder `DIR`")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	given := 0
-	for _, v := range []string{*cfgPath, *caDir, *policyKey} {
+	for _, v := range []string{*cfgPath, *caDir, *policyKey, *witnessKey, *policyLog, *svidDir} {
 		if v != "" {
 			given++
 		}
 	}
 	if given != 1 || (*masterKey != "" && *policyKey == "") {
-		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key (--master-key only with --policy-key)")
+		fmt.Fprintln(env.Stderr, "ztgate: give one of --config, --ca, --policy-key, --witness-key, --policy-log, --svid (--master-key only with --policy-key)")
 		fs.Usage()
 		return errUsage
 	}
@@ -68,6 +79,24 @@ matters.`)
 		sealed, err = cfg.MigrateKeys(ctx, env.Logger)
 	case *caDir != "":
 		sealed, err = pki.MigrateCAKeys(*caDir)
+	case *policyLog != "":
+		var did bool
+		did, err = migratePolicyLogKey(*policyLog)
+		if did {
+			sealed = append(sealed, filepath.Join(*policyLog, audit.SignerKeyFile))
+		}
+	case *svidDir != "":
+		var did bool
+		did, err = pki.MigrateSVIDKey(*svidDir)
+		if did {
+			sealed = append(sealed, filepath.Join(*svidDir, pki.SVIDKeyFile))
+		}
+	case *witnessKey != "":
+		var did bool
+		did, err = witness.MigrateKey(*witnessKey)
+		if did {
+			sealed = append(sealed, *witnessKey)
+		}
 	default:
 		if *masterKey == "" {
 			*masterKey = filepath.Join(filepath.Dir(*policyKey), keyring.MasterKeyFile)

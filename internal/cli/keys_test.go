@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,9 +12,11 @@ import (
 	"time"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/pki"
 	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
+	"github.com/ztgate/ztgate/witness"
 )
 
 func TestPKIRotateKeys(t *testing.T) {
@@ -48,6 +53,12 @@ func TestPKIRotateKeys(t *testing.T) {
 		t.Fatalf("--add: %d %s", code, out)
 	}
 	added := regexp.MustCompile(`added key (\d+)`).FindStringSubmatch(out)[1]
+	// The policy log's key in the clear, as `policy publish` created it before.
+	policyLog := filepath.Join(dir, "officer", "policy-log")
+	if _, _, err := audit.WriteKeyPair(policyLog, "ztgate/policy-log"); err != nil {
+		t.Fatal(err)
+	}
+
 	steps := []struct {
 		desc     string
 		args     []string
@@ -108,6 +119,23 @@ func TestPKIMigrateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "gateway.yaml")
+	resetKey := filepath.Join(dir, "state", gateway.ResetKeyFile)
+	os.WriteFile(resetKey, bytes.Repeat([]byte{7}, 32), 0o600) // the QUIC reset key in the clear
+
+	// A witness's cosigning key in the clear, as `witness keygen` wrote it before.
+	skey, _, err := witness.GenerateKey("witness.city.example.vn/isc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	witnessKey := filepath.Join(dir, "witness", witness.KeyFile)
+	os.MkdirAll(filepath.Dir(witnessKey), 0o700)
+	os.WriteFile(witnessKey, []byte(skey+"\n"), 0o600)
+
+	// The policy log's key in the clear, as `policy publish` created it before.
+	policyLog := filepath.Join(dir, "officer", "policy-log")
+	if _, _, err := audit.WriteKeyPair(policyLog, "ztgate/policy-log"); err != nil {
+		t.Fatal(err)
+	}
 
 	steps := []struct {
 		desc     string
@@ -122,9 +150,14 @@ func TestPKIMigrateKeys(t *testing.T) {
 		{desc: "validate with an audit key in the clear", args: []string{"validate", cfg}, wantCode: 1, wantOut: "ztgate pki migrate-keys --config"},
 		{desc: "migrate the policy key", args: []string{"pki", "migrate-keys", "--policy-key", policyKey}, wantOut: "sealed " + policyKey},
 		{desc: "sign", args: []string{"policy", "sign", "--key", policyKey, bundle}, wantOut: "signed " + bundle},
-		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile)},
+		{desc: "migrate the gateway", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "sealed " + filepath.Join(dir, "state", audit.SignerKeyFile) + "\nsealed " + resetKey},
 		{desc: "validate", args: []string{"validate", cfg}, wantOut: "valid gateway config"},
 		{desc: "nothing left", args: []string{"pki", "migrate-keys", "--config", cfg}, wantOut: "nothing to seal"},
+		{desc: "publish with the log key in the clear", args: []string{"policy", "publish", "--log", policyLog, bundle}, wantCode: 1, wantOut: "ztgate pki migrate-keys --policy-log " + policyLog},
+		{desc: "migrate the policy log key", args: []string{"pki", "migrate-keys", "--policy-log", policyLog}, wantOut: "sealed " + filepath.Join(policyLog, audit.SignerKeyFile)},
+		{desc: "publish", args: []string{"policy", "publish", "--log", policyLog, bundle}, wantOut: "published "},
+		{desc: "migrate the witness key", args: []string{"pki", "migrate-keys", "--witness-key", witnessKey}, wantOut: "sealed " + witnessKey},
+		{desc: "witness key sealed already", args: []string{"pki", "migrate-keys", "--witness-key", witnessKey}, wantOut: "nothing to seal"},
 		{desc: "two targets", args: []string{"pki", "migrate-keys", "--config", cfg, "--ca", ca}, wantCode: 2, wantOut: "give one of"},
 	}
 	for _, s := range steps {
@@ -150,5 +183,85 @@ func unseal(t *testing.T, masterKey string, paths ...string) {
 		if err := pki.WritePrivateKey(p, key); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestPolicyLogKeySealed: policy publish creates the log's key sealed under a master key in the log's
+// folder, and refuses the key when it is tampered with or the master key is another.
+func TestPolicyLogKeySealed(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "bundle")
+	if err := policies.WriteDefaultBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(dir, "policy-log")
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 0 {
+		t.Fatalf("publish: %s", out)
+	}
+	signerPath := filepath.Join(logDir, audit.SignerKeyFile)
+	b, err := os.ReadFile(signerPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), keyring.SealedBlockType) || strings.Contains(string(b), "PRIVATE+KEY") {
+		t.Fatalf("the policy log's key is not sealed:\n%s", b)
+	}
+	if st, err := os.Stat(filepath.Join(logDir, keyring.MasterKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("master key: %v", err)
+	}
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 0 {
+		t.Fatalf("second publish: %s", out)
+	}
+
+	// Under another master key: refused.
+	master := filepath.Join(logDir, keyring.MasterKeyFile)
+	saved, _ := os.ReadFile(master)
+	os.Remove(master)
+	if _, err := keyring.LoadOrCreateLocalKEK(master); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 1 || !strings.Contains(out, keyring.ErrBadKey.Error()) {
+		t.Errorf("another master key: %d:\n%s", code, out)
+	}
+	os.WriteFile(master, saved, 0o600)
+
+	// Tampered: refused.
+	block, _ := pem.Decode(b)
+	block.Bytes[len(block.Bytes)-1] ^= 1
+	os.WriteFile(signerPath, pem.EncodeToMemory(block), 0o600)
+	if code, out := runMain("policy", "publish", "--log", logDir, bundle); code != 1 || !strings.Contains(out, keyring.ErrBadKey.Error()) {
+		t.Errorf("tampered key: %d:\n%s", code, out)
+	}
+}
+
+// TestPKIIssueSealed: pki issue --out writes a state folder whose svid.key is sealed under the
+// folder's master key and that LoadSVID (what ztgate connect reads) opens; an svid.key in the clear
+// is refused with the command that seals it.
+func TestPKIIssueSealed(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if code, out := runMain("pki", "init", "--dir", ca, "--trust-domain", "city.example.vn"); code != 0 {
+		t.Fatalf("pki init: %s", out)
+	}
+	state := filepath.Join(dir, "conn")
+	if code, out := runMain("pki", "issue", "--ca", ca, "--spiffe-id", "spiffe://city.example.vn/dept/a", "--out", state); code != 0 {
+		t.Fatalf("pki issue: %s", out)
+	}
+	keyPath := filepath.Join(state, pki.SVIDKeyFile)
+	if sealed, err := keyring.IsSealedFile(keyPath); err != nil || !sealed {
+		t.Fatalf("svid.key sealed: %v, %v", sealed, err)
+	}
+	if _, err := pki.LoadSVID(state); err != nil {
+		t.Fatal(err)
+	}
+	unseal(t, filepath.Join(state, pki.SVIDMasterKeyFile), keyPath)
+	if _, err := pki.LoadSVID(state); !errors.Is(err, keyring.ErrNotSealed) || !strings.Contains(err.Error(), "ztgate pki migrate-keys --svid "+state) {
+		t.Fatalf("clear svid.key: got %v, want ErrNotSealed naming migrate-keys --svid", err)
+	}
+	if code, out := runMain("pki", "migrate-keys", "--svid", state); code != 0 || !strings.Contains(out, "sealed "+keyPath) {
+		t.Fatalf("migrate-keys --svid: %d:\n%s", code, out)
+	}
+	if _, err := pki.LoadSVID(state); err != nil {
+		t.Fatal(err)
 	}
 }

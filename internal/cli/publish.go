@@ -10,9 +10,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/internal/atomicfile"
+	"github.com/ztgate/ztgate/pki/keyring"
 	"github.com/ztgate/ztgate/policies"
 )
 
@@ -26,7 +29,8 @@ const policyLogDB = "policy-log.db"
 func cmdPolicyPublish(ctx context.Context, env *Env, args []string) error {
 	fs := flags(env, "policy publish", "--log DIR [--origin NAME] [--note TEXT] BUNDLE",
 		`Appends the bundle's revision (its manifest revision and content digest) to the officers' policy
-log — a ztgate audit log kept in DIR, created with its key on first use — and writes the receipt
+log — a ztgate audit log kept in DIR, created on first use with its key, sealed under
+DIR/`+keyring.MasterKeyFile+` — and writes the receipt
 (the record, a signed checkpoint and the inclusion proof) to BUNDLE/`+gateway.BundleReceiptFile+`.
 A gateway with policy.require_logged_bundles refuses any bundle without such a receipt, so no
 policy can be in force that the officers and departments cannot see in the log.`)
@@ -49,18 +53,7 @@ policy can be in force that the officers and departments cannot see in the log.`
 	}
 	revision := engine.Revision()
 
-	signerPath := filepath.Join(*logDir, audit.SignerKeyFile)
-	if _, err := os.Stat(signerPath); errors.Is(err, iofs.ErrNotExist) {
-		name := *origin
-		if name == "" {
-			name = "ztgate/policy-log"
-		}
-		if _, _, err := audit.WriteKeyPair(*logDir, name); err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Stderr, "created the policy log's key in %s; give gateways %s\n", *logDir, filepath.Join(*logDir, audit.VerifierKeyFile))
-	}
-	signer, err := audit.LoadSigner(signerPath)
+	signer, err := policyLogSigner(env, *logDir, *origin)
 	if err != nil {
 		return err
 	}
@@ -94,4 +87,53 @@ policy can be in force that the officers and departments cannot see in the log.`
 	}
 	fmt.Fprintf(env.Stdout, "published %s at index %d of %s\nreceipt: %s\n", revision, idx, db, filepath.Join(bundle, gateway.BundleReceiptFile))
 	return nil
+}
+
+// policyLogSigner opens the policy log's signing key in dir, sealed under the local master key
+// beside it; on first use it creates both (the key named origin). A key in the clear, from before
+// the log's key was sealed, is refused with the command that seals it.
+func policyLogSigner(env *Env, dir, origin string) (note.Signer, error) {
+	signerPath := filepath.Join(dir, audit.SignerKeyFile)
+	masterKey := filepath.Join(dir, keyring.MasterKeyFile)
+	if _, err := os.Stat(signerPath); errors.Is(err, iofs.ErrNotExist) {
+		if origin == "" {
+			origin = "ztgate/policy-log"
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		kek, err := keyring.LoadOrCreateLocalKEK(masterKey)
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := audit.WriteSealedKeyPair(dir, origin, kek); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(env.Stderr, "created the policy log's key in %s, sealed under %s; give gateways %s\n", dir, masterKey, filepath.Join(dir, audit.VerifierKeyFile))
+	}
+	sealed, err := keyring.IsSealedFile(signerPath)
+	if err != nil {
+		return nil, fmt.Errorf("policy log key: %w", err)
+	}
+	if !sealed {
+		return nil, fmt.Errorf("policy log key %s: %w; seal it with `ztgate pki migrate-keys --policy-log %s`", signerPath, keyring.ErrNotSealed, dir)
+	}
+	kek, err := keyring.LoadLocalKEK(masterKey)
+	if err != nil {
+		return nil, fmt.Errorf("policy log key %s is sealed under %s: %w", signerPath, masterKey, err)
+	}
+	return audit.LoadSealedSigner(signerPath, kek)
+}
+
+// migratePolicyLogKey seals the policy log's signing key in dir, if it is in the clear, under the
+// master key beside it (created when missing).
+func migratePolicyLogKey(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, audit.SignerKeyFile)); err != nil {
+		return false, fmt.Errorf("policy log key: %w", err)
+	}
+	kek, err := keyring.LoadOrCreateLocalKEK(filepath.Join(dir, keyring.MasterKeyFile))
+	if err != nil {
+		return false, err
+	}
+	return audit.MigrateSignerKey(filepath.Join(dir, audit.SignerKeyFile), kek)
 }

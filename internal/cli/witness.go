@@ -54,7 +54,8 @@ cosigned checkpoint of a log to monitors.`)
 }
 
 func cmdWitnessKeygen(_ context.Context, env *Env, args []string) error {
-	fs := flags(env, "witness keygen", "--name NAME --out DIR", `Creates a witness's Ed25519 cosigning key: `+witness.KeyFile+` (private, mode 0600) and
+	fs := flags(env, "witness keygen", "--name NAME --out DIR", `Creates a witness's Ed25519 cosigning key: `+witness.KeyFile+` (private, mode 0600, sealed under
+`+witness.MasterKeyFile+` beside it, created when missing) and
 `+witness.PublicKeyFile+` (the verifier key gateways and auditors configure). The name is the key
 name on every cosignature, a schema-less URL such as witness.city.example.vn/isc.`)
 	name := fs.String("name", "", "the witness's name")
@@ -73,7 +74,7 @@ name on every cosignature, a schema-less URL such as witness.city.example.vn/isc
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "wrote %s (keep it private) and %s:\n%s\n", keyPath, pubPath, v.VerifierKey())
+	fmt.Fprintf(env.Stdout, "wrote %s (sealed under %s; back that up apart from it) and %s:\n%s\n", keyPath, filepath.Join(filepath.Dir(keyPath), witness.MasterKeyFile), pubPath, v.VerifierKey())
 	return nil
 }
 
