@@ -39,3 +39,7 @@ var ErrVerification = errors.New("audit log verification failed")
 
 // ErrNoCheckpoint means the log has not signed a checkpoint yet.
 var ErrNoCheckpoint = errors.New("no checkpoint yet")
+
+// ErrBadState means a verified state (ReadState, ParseState, VerifyOptions.From) cannot be used:
+// damaged, for another log or key, or not consistent in itself. Verify again from index 0.
+var ErrBadState = errors.New("bad verified state")
