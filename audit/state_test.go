@@ -196,7 +196,7 @@ func TestVerifyRefusesForeignCheckpoints(t *testing.T) {
 		wantErr string
 	}{
 		{"another origin", [][]byte{foreign}, `presented checkpoint 1: bad checkpoint: origin "city.example.vn/gateway/gw-2"`},
-		{"another key", [][]byte{otherKey}, "presented checkpoint 1: bad checkpoint: opening note"},
+		{"another key", [][]byte{otherKey}, "presented checkpoint 1: bad checkpoint: not signed by"},
 		{"not a note", [][]byte{[]byte("hello")}, "presented checkpoint 1: bad checkpoint"},
 		{"too many", make([][]byte, DefaultMaxPresentedCheckpoints+1), "checkpoints presented, limit"},
 	}
@@ -208,4 +208,38 @@ func TestVerifyRefusesForeignCheckpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseState: a state file is read from disk, so ParseState never panics, refuses with
+// ErrBadState, and accepts only states whose checkpoint the key signed over their size and root.
+func FuzzParseState(f *testing.F) {
+	key := newTestKey(f, testOrigin)
+	l := openTestLog(f, tempDB(f), key, nil)
+	appendN(f, l, 0, 11)
+	if err := l.Close(); err != nil {
+		f.Fatal(err)
+	}
+	rep, err := Verify(context.Background(), l.opts.Path, key.verifier, nil)
+	if err != nil || rep.State == nil {
+		f.Fatalf("Verify: %v %+v", err, rep)
+	}
+	good, err := MarshalState(rep.State)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := ParseState(b, key.verifier)
+		if err != nil {
+			if !errors.Is(err, ErrBadState) {
+				t.Fatalf("error %v does not wrap ErrBadState", err)
+			}
+			return
+		}
+		_, size, root, err := ParseCheckpoint(st.Checkpoint, key.verifier)
+		if err != nil || size != st.Size || root != st.Root || foldRight(st.Edge) != root {
+			t.Fatalf("accepted a state its checkpoint does not back: %+v", st)
+		}
+	})
 }
