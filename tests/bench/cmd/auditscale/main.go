@@ -22,8 +22,10 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -77,7 +79,7 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 	}
 	opts := audit.Options{Path: loc, Origin: origin, Signer: signer, BatchSize: batch, QueueSize: 2 * writers, CheckpointInterval: interval}
 	open := func() (*audit.Log, error) { return audit.Open(ctx, opts) }
-	fmt.Printf("log: %s, %d records, %d writers, batches of up to %d, a checkpoint every %s\n", audit.RedactedLocation(loc), n, writers, batch, interval)
+	fmt.Printf("log: %s, %d records, %d writers, batches of up to %d, a checkpoint every %s; load average %s\n", audit.RedactedLocation(loc), n, writers, batch, interval, loadAverage())
 
 	l, err := open()
 	if err != nil {
@@ -108,6 +110,7 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	incl := make([]time.Duration, 0, samples)
+	cpu0 := cpuTime()
 	for range samples {
 		i := r.Uint64N(size)
 		start := time.Now()
@@ -127,7 +130,9 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 			return fmt.Errorf("inclusion proof of %d: %w", i, err)
 		}
 	}
+	inclCPU := (cpuTime() - cpu0) / time.Duration(samples) // with Entry and VerifyInclusion
 	cons := make([]time.Duration, 0, samples)
+	cpu0 = cpuTime()
 	for range samples {
 		a, b := r.Uint64N(size)+1, r.Uint64N(size)+1
 		a, b = min(a, b), max(a, b)
@@ -139,6 +144,7 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 			return err
 		}
 	}
+	consCPU := (cpuTime() - cpu0) / time.Duration(samples)
 	if err := l.Close(); err != nil {
 		return err
 	}
@@ -179,6 +185,7 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 
 	// Receipts from a cold, read-only open of the log, one open per receipt, as `ztgate audit proof`.
 	receipts := make([]time.Duration, 0, samples)
+	cpu0 = cpuTime()
 	for range samples {
 		i := r.Uint64N(size)
 		start := time.Now()
@@ -191,6 +198,7 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 			return fmt.Errorf("receipt %d: %w", i, err)
 		}
 	}
+	receiptCPU := (cpuTime() - cpu0) / time.Duration(samples) // with VerifyReceipt
 
 	// Full verification from index 0.
 	if cpuProfile != "" {
@@ -203,9 +211,9 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 			return err
 		}
 	}
-	t1 := time.Now()
+	t1, cpu1 := time.Now(), cpuTime()
 	rep, err := audit.Verify(ctx, loc, verifier, nil)
-	full := time.Since(t1)
+	full, fullCPU := time.Since(t1), cpuTime()-cpu1
 	pprof.StopCPUProfile()
 	if err != nil {
 		return err
@@ -227,9 +235,9 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 	if err := l.Close(); err != nil {
 		return err
 	}
-	t2 := time.Now()
+	t2, cpu2 := time.Now(), cpuTime()
 	rep2, err := audit.VerifyFrom(ctx, loc, verifier, audit.VerifyOptions{From: rep.State})
-	resumed := time.Since(t2)
+	resumed, resumedCPU := time.Since(t2), cpuTime()-cpu2
 	if err != nil {
 		return err
 	}
@@ -238,14 +246,39 @@ func run(n int, loc string, samples, writers, batch int, interval time.Duration,
 	}
 
 	fmt.Println()
-	fmt.Printf("| what (%d records) | figure |\n| --- | --- |\n", n)
-	fmt.Printf("| inclusion proof, Log.InclusionProof against the newest checkpoint | %s |\n", quantiles(incl))
-	fmt.Printf("| receipt, ReadReceipt from a cold read-only open (open, checkpoint, record, proof) | %s |\n", quantiles(receipts))
-	fmt.Printf("| consistency proof, Log.ConsistencyProof between random sizes | %s |\n", quantiles(cons))
-	fmt.Printf("| consistency proof read and verified between %d signed checkpoints | %s |\n", len(cks), quantiles(consVerified))
-	fmt.Printf("| full verification from index 0 (%d checkpoints) | %s, %.0f records/s |\n", rep.Checkpoints, full.Round(time.Millisecond), float64(rep.Entries)/full.Seconds())
-	fmt.Printf("| resumed verification after %d more records (1%%) | %s, %.0f new records/s |\n", more, resumed.Round(time.Millisecond), float64(more)/resumed.Seconds())
+	fmt.Printf("load average at the end: %s\n", loadAverage())
+	fmt.Printf("| what (%d records) | wall time | CPU (this process) |\n| --- | --- | --- |\n", n)
+	fmt.Printf("| inclusion proof, Log.InclusionProof against the newest checkpoint | %s | %s each, with Entry and VerifyInclusion |\n", quantiles(incl), us(inclCPU))
+	fmt.Printf("| receipt, ReadReceipt from a cold read-only open (open, checkpoint, record, proof) | %s | %s each, with VerifyReceipt |\n", quantiles(receipts), us(receiptCPU))
+	fmt.Printf("| consistency proof, Log.ConsistencyProof between random sizes | %s | %s each |\n", quantiles(cons), us(consCPU))
+	fmt.Printf("| consistency proof read and verified between %d signed checkpoints | %s | |\n", len(cks), quantiles(consVerified))
+	fmt.Printf("| full verification from index 0 (%d checkpoints) | %s, %.0f records/s | %.1f s (%.1f µs a record) |\n", rep.Checkpoints, full.Round(time.Millisecond),
+		float64(rep.Entries)/full.Seconds(), fullCPU.Seconds(), float64(fullCPU.Microseconds())/float64(rep.Entries))
+	fmt.Printf("| resumed verification after %d more records (1%%) | %s, %.0f new records/s | %.2f s |\n", more, resumed.Round(time.Millisecond),
+		float64(more)/resumed.Seconds(), resumedCPU.Seconds())
 	return nil
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load, for reading the figures beside it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // appendRecords appends n records numbered from first, from writers goroutines.
