@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"time"
@@ -132,7 +133,7 @@ type pgQueries struct {
 	hasSchema, createSchema, tables                        string
 	hasMeta, getMeta, putMeta                              string
 	lastIndex, records, hashes, latest, checkpoints, count string
-	nodesIn                                                string
+	nodesIn, countLevel                                    string
 	insertRecords, insertNodes, putCheckpoint, getRoot     string
 	origin                                                 string
 }
@@ -172,6 +173,7 @@ CREATE TABLE IF NOT EXISTS ` + s + `.checkpoints (
 		latest:      `SELECT size, root, note FROM ` + s + `.checkpoints ORDER BY size DESC LIMIT 1`,
 		checkpoints: `SELECT size, root, note FROM ` + s + `.checkpoints WHERE size >= $1 ORDER BY size LIMIT $2`,
 		count:       `SELECT count(*) FROM ` + s + `.nodes WHERE level BETWEEN $1::bigint AND $2::bigint AND idx BETWEEN $3::bigint AND $4::bigint`,
+		countLevel:  `SELECT count(*) FROM ` + s + `.nodes WHERE level = $1::integer AND idx BETWEEN $2::bigint AND $3::bigint`,
 		// Every wanted node in one statement: level 0 from records, the rest from nodes, by key.
 		hashes: `SELECT want.ord, CASE WHEN want.level = 0 THEN r.leaf ELSE n.hash END
 FROM unnest($1::integer[], $2::bigint[]) WITH ORDINALITY AS want (level, idx, ord)
@@ -617,8 +619,14 @@ func (v pgView) nodesIn(ctx context.Context, spans []nodeSpan) ([]nodeRow, error
 	})
 }
 
+// nodeCount asks for one level with an equality, so the index on (level, idx) is searched by both.
 func (v pgView) nodeCount(ctx context.Context, minLevel, maxLevel, from, to int64) (int64, error) {
 	var n int64
-	err := v.q.QueryRow(ctx, v.sql.count, minLevel, maxLevel, from, to).Scan(&n)
+	var err error
+	if minLevel == maxLevel && minLevel >= math.MinInt32 && minLevel <= math.MaxInt32 {
+		err = v.q.QueryRow(ctx, v.sql.countLevel, int32(minLevel), from, to).Scan(&n)
+	} else {
+		err = v.q.QueryRow(ctx, v.sql.count, minLevel, maxLevel, from, to).Scan(&n)
+	}
 	return n, err
 }

@@ -382,10 +382,16 @@ func (v sqliteView) checkpoints(ctx context.Context, from int64, limit int) ([]c
 	return out, rows.Err()
 }
 
+// nodeCount asks for one level with an equality, so the index on (level, idx) is searched by both.
 func (v sqliteView) nodeCount(ctx context.Context, minLevel, maxLevel, from, to int64) (int64, error) {
 	var n int64
-	err := v.q.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE level BETWEEN ? AND ? AND idx BETWEEN ? AND ?`,
-		minLevel, maxLevel, from, to).Scan(&n)
+	var err error
+	if minLevel == maxLevel {
+		err = v.q.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE level = ? AND idx BETWEEN ? AND ?`, minLevel, from, to).Scan(&n)
+	} else {
+		err = v.q.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE level BETWEEN ? AND ? AND idx BETWEEN ? AND ?`,
+			minLevel, maxLevel, from, to).Scan(&n)
+	}
 	return n, err
 }
 

@@ -413,8 +413,8 @@ const verifyPagesAhead = 2
 // page is one read of records with what checking them needs. The reader fills rows, nodes and cks;
 // a hasher fills leaves and decoded and then closes hashed.
 type page struct {
-	first   uint64          // the tree position rows[0] should have
-	rows    []recordRow     //
+	first   uint64 // the tree position rows[0] should have
+	rows    []recordRow
 	nodes   map[node][]byte // stored interior nodes that appending the rows completes
 	cks     []checkpointRow // stored checkpoints of sizes first+1 .. first+len(rows)
 	leaves  [][32]byte      // the leaf hash of each row's data
