@@ -435,11 +435,12 @@ func (vr *verifier) stream(cursor int64) ([]problem, error) {
 	wg.Go(func() { vr.readPages(ctx, cursor, pages, work) })
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		wg.Go(func() {
+			var dec recordDecoder
 			for p := range work {
 				p.leaves, p.decoded = make([][32]byte, len(p.rows)), make([]error, len(p.rows))
 				for k, row := range p.rows {
 					p.leaves[k] = LeafHash(row.data)
-					_, p.decoded[k] = decodeRecord(row.data, p.first+uint64(k))
+					p.decoded[k] = dec.decode(row.data, p.first+uint64(k))
 				}
 				close(p.hashed)
 			}
