@@ -24,8 +24,9 @@ var ErrInvalidRecord = errors.New("invalid audit record")
 // malformed body or unexpected origin.
 var ErrBadCheckpoint = errors.New("bad checkpoint")
 
-// ErrBadProof means an inclusion proof does not lead from the leaf to the root.
-var ErrBadProof = errors.New("bad inclusion proof")
+// ErrBadProof means an inclusion proof does not lead from the leaf to the root, a consistency proof
+// does not lead from one root to the other, or a receipt carrying a proof is malformed.
+var ErrBadProof = errors.New("bad proof")
 
 // ErrOutOfRange means an index or tree size lies beyond what the log has made durable.
 var ErrOutOfRange = errors.New("index or size out of range")

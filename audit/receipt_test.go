@@ -314,3 +314,59 @@ func FuzzParseReceipt(f *testing.F) {
 		}
 	})
 }
+
+// TestConsistencyProofRejections: a consistency proof of the wrong length or shape is refused with
+// a message that says so, never accepted and never a panic.
+func TestConsistencyProofRejections(t *testing.T) {
+	l := openTestLog(t, tempDB(t), newTestKey(t, testOrigin), nil)
+	appendN(t, l, 0, 40)
+	leaves := make([][32]byte, 40)
+	root := func(n int) [32]byte { return naiveRoot(leaves[:n]) }
+	for i := range 40 {
+		data, err := l.Entry(context.Background(), uint64(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves[i] = LeafHash(data)
+	}
+	good, err := l.ConsistencyProof(context.Background(), 13, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyConsistency(13, 40, root(13), root(40), good); err != nil {
+		t.Fatalf("good proof: %v", err)
+	}
+	tests := []struct {
+		desc         string
+		size1, size2 uint64
+		proof        [][]byte
+		wantErr      string
+	}{
+		{"one hash short", 13, 40, good[:len(good)-1], "proof shorter than the tree is deep"},
+		{"one hash long", 13, 40, append(slices.Clone(good), good[0]), "proof longer than the tree is deep"},
+		{"no hashes", 13, 40, nil, "empty proof"},
+		{"a hash of 31 bytes", 13, 40, append([][]byte{good[0][:31]}, good[1:]...), "element 0 has 31 bytes"},
+		{"sizes swapped", 40, 13, good, "size 40 is larger than 13"},
+		{"equal sizes with a proof", 13, 13, good, "equal sizes need equal roots and an empty proof"},
+		{"empty tree with a proof", 0, 40, good, "the empty tree needs an empty proof"},
+		{"another size", 12, 40, good, "proof longer than the tree is deep"},
+		{"a hash flipped", 13, 40, append([][]byte{flip(good[0])}, good[1:]...), "roots do not match"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			err := VerifyConsistency(tt.size1, tt.size2, root(int(tt.size1)), root(int(tt.size2)), tt.proof)
+			if !errors.Is(err, ErrBadProof) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("VerifyConsistency = %v, want ErrBadProof saying %q", err, tt.wantErr)
+			}
+		})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flip(h []byte) []byte {
+	out := slices.Clone(h)
+	out[0] ^= 1
+	return out
+}
