@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -40,8 +41,15 @@ func ParseCheckpoint(signedNote []byte, v note.Verifier) (origin string, size ui
 		return "", 0, root, fmt.Errorf("%w: %d bytes, limit %d", ErrBadCheckpoint, len(signedNote), DefaultMaxCheckpointBytes)
 	}
 	n, err := note.Open(signedNote, note.VerifierList(v))
-	if err != nil {
-		return "", 0, root, fmt.Errorf("%w: opening note: %w", ErrBadCheckpoint, err)
+	var unverified *note.UnverifiedNoteError
+	var invalid *note.InvalidSignatureError
+	switch {
+	case errors.As(err, &unverified):
+		return "", 0, root, fmt.Errorf("%w: not signed by %s (key hash %08x)", ErrBadCheckpoint, v.Name(), v.KeyHash())
+	case errors.As(err, &invalid):
+		return "", 0, root, fmt.Errorf("%w: the signature by %s does not verify: the note was altered after signing", ErrBadCheckpoint, v.Name())
+	case err != nil:
+		return "", 0, root, fmt.Errorf("%w: not a signed note: %w", ErrBadCheckpoint, err)
 	}
 	if len(n.Sigs) == 0 {
 		return "", 0, root, fmt.Errorf("%w: not signed by %s", ErrBadCheckpoint, v.Name())

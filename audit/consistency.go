@@ -37,10 +37,15 @@ func (l *Log) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]by
 	if size1 == 0 || size1 > size2 || size2 > l.Size() {
 		return nil, fmt.Errorf("proving consistency of sizes %d and %d (log size %d): %w", size1, size2, l.Size(), ErrOutOfRange)
 	}
+	return consistencyProof(ctx, l.reads, size1, size2)
+}
+
+// consistencyProof reads the proof between sizes 0 < size1 ≤ size2 from the stored hashes of v.
+func consistencyProof(ctx context.Context, v view, size1, size2 uint64) ([][]byte, error) {
 	if size1 == size2 {
 		return [][]byte{}, nil
 	}
-	proof, err := readRanges(ctx, l.reads, consistencyRanges(size1, size2))
+	proof, err := readRanges(ctx, v, consistencyRanges(size1, size2))
 	if err != nil {
 		return nil, fmt.Errorf("proving consistency of sizes %d and %d: %w", size1, size2, err)
 	}

@@ -27,7 +27,12 @@
 // it; the next batch rereads the tree edge from the store (reconnecting first, on PostgreSQL), so
 // the log recovers by itself once the store can write again. Open refuses a store whose records do
 // not reach its newest checkpoint or whose stored tree disagrees with it. Verify re-derives
-// everything from the records and names the first index it cannot prove.
+// everything from the records and names the first index it cannot prove. VerifyFrom goes on from
+// the VerifiedState an earlier run left (the newest checkpoint it verified and the tree's edge at its
+// size): it proves the log still extends that state — the checkpoint is still there with the same
+// root, the stored subtrees under the edge are unchanged, the newest checkpoint is consistent with it
+// — and reads only the records after it. Checkpoints obtained elsewhere (a witness's, a receipt's)
+// can be presented to it: another root at a size the log has is a fork, a size beyond it truncation.
 //
 // Parties check the log without trusting the store: ConsistencyProof and VerifyConsistency prove
 // one checkpoint's tree is a prefix of another's (RFC 9162), and a Receipt (ReadReceipt,

@@ -24,8 +24,9 @@ var ErrInvalidRecord = errors.New("invalid audit record")
 // malformed body or unexpected origin.
 var ErrBadCheckpoint = errors.New("bad checkpoint")
 
-// ErrBadProof means an inclusion proof does not lead from the leaf to the root.
-var ErrBadProof = errors.New("bad inclusion proof")
+// ErrBadProof means an inclusion proof does not lead from the leaf to the root, a consistency proof
+// does not lead from one root to the other, or a receipt carrying a proof is malformed.
+var ErrBadProof = errors.New("bad proof")
 
 // ErrOutOfRange means an index or tree size lies beyond what the log has made durable.
 var ErrOutOfRange = errors.New("index or size out of range")
@@ -39,3 +40,7 @@ var ErrVerification = errors.New("audit log verification failed")
 
 // ErrNoCheckpoint means the log has not signed a checkpoint yet.
 var ErrNoCheckpoint = errors.New("no checkpoint yet")
+
+// ErrBadState means a verified state (ReadState, ParseState, VerifyOptions.From) cannot be used:
+// damaged, for another log or key, or not consistent in itself. Verify again from index 0.
+var ErrBadState = errors.New("bad verified state")

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"math"
 )
 
@@ -33,4 +34,35 @@ func CountRecords(ctx context.Context, path string) (uint64, error) {
 	}
 	defer src.close()
 	return storedSize(ctx, src)
+}
+
+// ReadCheckpoints calls fn with every stored signed checkpoint of the log at path, by size,
+// DefaultReadPage at a time, unchecked: ParseCheckpoint them with the log's key. An error from fn
+// stops the walk and is returned as is.
+func ReadCheckpoints(ctx context.Context, path string, fn func(signedNote []byte) error) error {
+	src, err := openSource(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	snap, err := src.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer snap.close()
+	for from := int64(math.MinInt64); ; {
+		page, err := snap.checkpoints(ctx, from, DefaultReadPage)
+		if err != nil {
+			return fmt.Errorf("reading checkpoints: %w", err)
+		}
+		for _, ck := range page {
+			if err := fn(ck.note); err != nil {
+				return err
+			}
+		}
+		if len(page) < DefaultReadPage || page[len(page)-1].size == math.MaxInt64 {
+			return nil
+		}
+		from = page[len(page)-1].size + 1
+	}
 }

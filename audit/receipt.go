@@ -105,6 +105,9 @@ func ParseReceipt(b []byte) (*Receipt, error) {
 // origin, that the record carries the receipt's index, and that its leaf is included in the
 // checkpoint's tree. It returns the record. Any failure wraps ErrBadProof or ErrBadCheckpoint.
 func VerifyReceipt(r *Receipt, v note.Verifier) (*Record, error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: no receipt", ErrBadProof)
+	}
 	origin, size, root, err := ParseCheckpoint([]byte(r.Checkpoint), v)
 	if err != nil {
 		return nil, err

@@ -77,10 +77,21 @@ type snapshot interface {
 	meta(ctx context.Context, key string) (value string, ok bool, err error)
 	// checkpoints returns at most limit checkpoint rows with size >= from, by size.
 	checkpoints(ctx context.Context, from int64, limit int) ([]checkpointRow, error)
-	// nodeCount returns how many rows the nodes table holds.
-	nodeCount(ctx context.Context) (int64, error)
+	// nodeCount returns how many rows of the nodes table have a level in [minLevel, maxLevel] and
+	// an index in [from, to], bounds included. Callers keep the ranges narrow, so the count reads
+	// only what it counts.
+	nodeCount(ctx context.Context, minLevel, maxLevel, from, to int64) (int64, error)
+	// nodesIn returns the stored nodes of every span, in no particular order. Callers keep the
+	// spans few and their total length near DefaultReadPage.
+	nodesIn(ctx context.Context, spans []nodeSpan) ([]nodeRow, error)
 	// close ends the snapshot.
 	close() error
+}
+
+// nodeSpan is the nodes of one level with indices lo..hi, bounds included.
+type nodeSpan struct {
+	level  uint
+	lo, hi uint64
 }
 
 // store is a log's writable storage. Its methods other than reader are called by one goroutine at
@@ -183,6 +194,9 @@ func checkMeta(origin string, get func(key string) (string, bool, error), put fu
 	return nil
 }
 
+// clampInt64 converts an index for a store's signed column; no stored index exceeds MaxInt64.
+func clampInt64(i uint64) int64 { return int64(min(i, math.MaxInt64)) }
+
 // storedSize returns the number of records: one past the highest index.
 func storedSize(ctx context.Context, v view) (uint64, error) {
 	last, ok, err := v.lastIndex(ctx)
@@ -267,8 +281,9 @@ func readRange(ctx context.Context, v view, begin, end uint64) ([32]byte, error)
 	return [32]byte(hs[0]), nil
 }
 
-// loadTree rebuilds the compact range for the first size records from O(log size) stored nodes.
-func loadTree(ctx context.Context, v view, size uint64) (*compactRange, error) {
+// edgeNodes returns the perfect subtrees covering [0, size), left to right: the nodes whose hashes
+// make the compact range at size.
+func edgeNodes(size uint64) []node {
 	var nodes []node
 	var begin uint64
 	for level := bits.Len64(size) - 1; level >= 0; level-- {
@@ -278,7 +293,12 @@ func loadTree(ctx context.Context, v view, size uint64) (*compactRange, error) {
 		nodes = append(nodes, node{level: uint(level), idx: begin >> level})
 		begin += 1 << level
 	}
-	hashes, err := readNodes(ctx, v, nodes)
+	return nodes
+}
+
+// loadTree rebuilds the compact range for the first size records from O(log size) stored nodes.
+func loadTree(ctx context.Context, v view, size uint64) (*compactRange, error) {
+	hashes, err := readNodes(ctx, v, edgeNodes(size))
 	if err != nil {
 		return nil, fmt.Errorf("loading tree edge at size %d: %w", size, err)
 	}

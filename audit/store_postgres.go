@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"time"
@@ -132,6 +133,7 @@ type pgQueries struct {
 	hasSchema, createSchema, tables                        string
 	hasMeta, getMeta, putMeta                              string
 	lastIndex, records, hashes, latest, checkpoints, count string
+	nodesIn, countLevel                                    string
 	insertRecords, insertNodes, putCheckpoint, getRoot     string
 	origin                                                 string
 }
@@ -170,12 +172,17 @@ CREATE TABLE IF NOT EXISTS ` + s + `.checkpoints (
 		records:     `SELECT idx, leaf, data FROM ` + s + `.records WHERE idx >= $1 ORDER BY idx LIMIT $2`,
 		latest:      `SELECT size, root, note FROM ` + s + `.checkpoints ORDER BY size DESC LIMIT 1`,
 		checkpoints: `SELECT size, root, note FROM ` + s + `.checkpoints WHERE size >= $1 ORDER BY size LIMIT $2`,
-		count:       `SELECT count(*) FROM ` + s + `.nodes`,
+		count:       `SELECT count(*) FROM ` + s + `.nodes WHERE level BETWEEN $1::bigint AND $2::bigint AND idx BETWEEN $3::bigint AND $4::bigint`,
+		countLevel:  `SELECT count(*) FROM ` + s + `.nodes WHERE level = $1::integer AND idx BETWEEN $2::bigint AND $3::bigint`,
 		// Every wanted node in one statement: level 0 from records, the rest from nodes, by key.
 		hashes: `SELECT want.ord, CASE WHEN want.level = 0 THEN r.leaf ELSE n.hash END
 FROM unnest($1::integer[], $2::bigint[]) WITH ORDINALITY AS want (level, idx, ord)
 LEFT JOIN ` + s + `.nodes n ON want.level > 0 AND n.level = want.level AND n.idx = want.idx
 LEFT JOIN ` + s + `.records r ON want.level = 0 AND r.idx = want.idx`,
+		// Each span a range scan of the nodes' key, one round trip for all.
+		nodesIn: `SELECT n.level, n.idx, n.hash
+FROM unnest($1::integer[], $2::bigint[], $3::bigint[]) AS span (level, lo, hi)
+CROSS JOIN LATERAL (SELECT level, idx, hash FROM ` + s + `.nodes WHERE level = span.level AND idx BETWEEN span.lo AND span.hi OFFSET 0) n`,
 		// A whole batch as one statement per table: arrays in, one row per element out.
 		insertRecords: `INSERT INTO ` + s + `.records (idx, leaf, data) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])`,
 		insertNodes:   `INSERT INTO ` + s + `.nodes (level, idx, hash) SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bytea[])`,
@@ -591,8 +598,35 @@ func (v pgView) checkpoints(ctx context.Context, from int64, limit int) ([]check
 	})
 }
 
-func (v pgView) nodeCount(ctx context.Context) (int64, error) {
+func (v pgView) nodesIn(ctx context.Context, spans []nodeSpan) ([]nodeRow, error) {
+	if len(spans) == 0 {
+		return nil, nil
+	}
+	levels, los, his := make([]int32, len(spans)), make([]int64, len(spans)), make([]int64, len(spans))
+	for i, s := range spans {
+		levels[i], los[i], his[i] = int32(s.level), clampInt64(s.lo), clampInt64(s.hi)
+	}
+	rows, err := v.q.Query(ctx, v.sql.nodesIn, levels, los, his)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (nodeRow, error) {
+		var r nodeRow
+		var level int32
+		err := row.Scan(&level, &r.idx, &r.hash)
+		r.level = int64(level)
+		return r, err
+	})
+}
+
+// nodeCount asks for one level with an equality, so the index on (level, idx) is searched by both.
+func (v pgView) nodeCount(ctx context.Context, minLevel, maxLevel, from, to int64) (int64, error) {
 	var n int64
-	err := v.q.QueryRow(ctx, v.sql.count).Scan(&n)
+	var err error
+	if minLevel == maxLevel && minLevel >= math.MinInt32 && minLevel <= math.MaxInt32 {
+		err = v.q.QueryRow(ctx, v.sql.countLevel, int32(minLevel), from, to).Scan(&n)
+	} else {
+		err = v.q.QueryRow(ctx, v.sql.count, minLevel, maxLevel, from, to).Scan(&n)
+	}
 	return n, err
 }

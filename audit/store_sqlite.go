@@ -382,10 +382,51 @@ func (v sqliteView) checkpoints(ctx context.Context, from int64, limit int) ([]c
 	return out, rows.Err()
 }
 
-func (v sqliteView) nodeCount(ctx context.Context) (int64, error) {
+// nodeCount asks for one level with an equality, so the index on (level, idx) is searched by both.
+func (v sqliteView) nodeCount(ctx context.Context, minLevel, maxLevel, from, to int64) (int64, error) {
 	var n int64
-	err := v.q.QueryRowContext(ctx, `SELECT count(*) FROM nodes`).Scan(&n)
+	var err error
+	if minLevel == maxLevel {
+		err = v.q.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE level = ? AND idx BETWEEN ? AND ?`, minLevel, from, to).Scan(&n)
+	} else {
+		err = v.q.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE level BETWEEN ? AND ? AND idx BETWEEN ? AND ?`,
+			minLevel, maxLevel, from, to).Scan(&n)
+	}
 	return n, err
+}
+
+// nodesIn asks for every span in one statement: a VALUES list, each joined to the nodes on a range
+// of their key (the CROSS JOIN keeps the spans the outer loop).
+func (v sqliteView) nodesIn(ctx context.Context, spans []nodeSpan) ([]nodeRow, error) {
+	if len(spans) == 0 {
+		return nil, nil
+	}
+	var q strings.Builder
+	q.WriteString(`WITH span (level, lo, hi) AS (VALUES `)
+	args := make([]any, 0, 3*len(spans))
+	for i, s := range spans {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?)")
+		args = append(args, int64(s.level), clampInt64(s.lo), clampInt64(s.hi))
+	}
+	q.WriteString(`) SELECT nodes.level, nodes.idx, nodes.hash FROM span CROSS JOIN nodes
+	WHERE nodes.level = span.level AND nodes.idx BETWEEN span.lo AND span.hi`)
+	rows, err := v.q.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []nodeRow
+	for rows.Next() {
+		var r nodeRow
+		if err := rows.Scan(&r.level, &r.idx, &r.hash); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // insertChunk is how many rows one multi-row INSERT carries. Fewer statements per batch is most of

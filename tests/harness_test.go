@@ -223,6 +223,7 @@ type cityOpts struct {
 	bundle  string // policy bundle folder; default ../policies/city
 	svidTTL string
 	extra   string // more gateway YAML
+	audit   string // the audit section's body; default "path: state/audit.db"
 }
 
 func newCity(t *testing.T, o cityOpts) *city {
@@ -246,6 +247,10 @@ func newCity(t *testing.T, o cityOpts) *city {
 	if o.svidTTL != "" {
 		ttl = "svid_ttl: " + o.svidTTL + "\n"
 	}
+	auditYAML := o.audit
+	if auditYAML == "" {
+		auditYAML = "path: state/audit.db"
+	}
 	c.addr = freeUDP(t)
 	c.cfgPath = writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
 spiffe_id: %s
@@ -258,8 +263,8 @@ policy:
   bundle: %s
   deadline: 200ms
 audit:
-  path: state/audit.db
-%s`, c.addr, gatewayID, ttl, hospitalTD, bundle, o.extra))
+  %s
+%s`, c.addr, gatewayID, ttl, hospitalTD, bundle, auditYAML, o.extra))
 	c.startGateway()
 	return c
 }

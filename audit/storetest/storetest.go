@@ -55,6 +55,7 @@ func Run(t *testing.T, b Backend) {
 		{"Receipts", s.receipts},
 		{"Reads", s.reads},
 		{"VerifyFindsTamperedRecord", s.verifyFindsTamperedRecord},
+		{"VerifyResumes", s.verifyResumes},
 		{"RefusesAnotherLog", s.refusesAnotherLog},
 		{"LogsSideBySide", s.logsSideBySide},
 		{"Closed", s.closed},
@@ -594,6 +595,40 @@ func (s *suite) verifyFindsTamperedRecord(t *testing.T) {
 	readErr = audit.ReadRecords(context.Background(), loc, func(*audit.Record) error { return nil })
 	if !errors.Is(readErr, audit.ErrCorrupt) {
 		t.Fatalf("ReadRecords of a tampered log = %v, want ErrCorrupt", readErr)
+	}
+}
+
+// verifyResumes: a verification resumed from the state of an earlier one reads only the newer
+// records, over more than a page of them, gives the state a full run gives, and finds a record
+// altered after the state at its index.
+func (s *suite) verifyResumes(t *testing.T) {
+	loc, k, l := s.newLog(t)
+	ctx := context.Background()
+	appendN(t, l, 0, 30)
+	mustClose(t, l)
+	first := verify(t, loc, k)
+	if first.State == nil || first.State.Size != 30 {
+		t.Fatalf("state after a full run: %+v", first.State)
+	}
+	l = open(t, loc, k)
+	const n = 30 + audit.DefaultReadPage + 11
+	appendN(t, l, 30, n-30)
+	data, err := l.Entry(ctx, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, l)
+	rep, err := audit.VerifyFrom(ctx, loc, k.Verifier, audit.VerifyOptions{From: first.State})
+	if err != nil || rep.From != 30 || rep.Entries != n || rep.State == nil || rep.State.Size != n {
+		t.Fatalf("resumed run: %v, %+v", err, rep)
+	}
+	if full := verify(t, loc, k); full.State.Root != rep.State.Root || !slices.Equal(full.State.Edge, rep.State.Edge) {
+		t.Fatal("the resumed run's state differs from a full run's")
+	}
+	s.b.SetRecordData(t, loc, 300, bytes.Replace(data, []byte(`"decision":"allow"`), []byte(`"decision":"deny"`), 1))
+	rep, err = audit.VerifyFrom(ctx, loc, k.Verifier, audit.VerifyOptions{From: first.State})
+	if !errors.Is(err, audit.ErrVerification) || rep.FirstBad == nil || *rep.FirstBad != 300 {
+		t.Fatalf("resumed run over a tampered record: %v, %+v; want first bad index 300", err, rep)
 	}
 }
 

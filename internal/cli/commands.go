@@ -501,10 +501,21 @@ func printExplanation(w io.Writer, x policies.Explanation) {
 }
 
 func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {
-	fs := flags(env, "audit verify", "--db FILE --key FILE", `Recomputes the Merkle tree from every record, checks every checkpoint's signature and that each
-is consistent with the last, and names the first bad index on failure.`)
-	db := fs.String("db", "", "audit log (SQLite file)")
+	fs := flags(env, "audit verify", "--db LOC --key FILE [--state FILE] [--from-scratch] [--checkpoint FILE]...", `Recomputes the Merkle tree from the records, checks every checkpoint's signature and that each
+is consistent with the last, and names the first bad index on failure. A run that finds nothing
+wrong saves what it verified (the newest checkpoint and the tree's edge) in a state file; the next
+run proves the log still extends that state and reads only the records after it. Checkpoints held
+elsewhere (a witness's, a party's receipt) passed with --checkpoint must be consistent with the log:
+another root at a size the log has is a fork, a size beyond it truncation.`)
+	db := fs.String("db", "", "audit log: a SQLite file or a postgres:// URL")
 	key := fs.String("key", "", "the log's verifier key file ("+audit.VerifierKeyFile+")")
+	statePath := fs.String("state", "", "the verified state: where a run starts and what it leaves for the next (default "+audit.VerifiedStateFile+" beside --key)")
+	fromScratch := fs.Bool("from-scratch", false, "read every record from index 0 whatever the state file says (a run that finds nothing wrong rewrites it)")
+	var presented []string
+	fs.Func("checkpoint", "a checkpoint of this log obtained elsewhere: a signed note, or a receipt from 'ztgate audit proof' (repeatable)", func(path string) error {
+		presented = append(presented, path)
+		return nil
+	})
 	allowTail := fs.Bool("allow-unsigned-tail", false, "accept records after the newest checkpoint (a log read right after a crash, before the gateway signed again)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -516,16 +527,44 @@ is consistent with the last, and names the first bad index on failure.`)
 	if err != nil {
 		return err
 	}
+	notes, err := readPresentedCheckpoints(presented, v)
+	if err != nil {
+		return err
+	}
+	if *statePath == "" {
+		*statePath = filepath.Join(filepath.Dir(*key), audit.VerifiedStateFile)
+	}
+	var from *audit.VerifiedState
+	if !*fromScratch {
+		from, err = audit.ReadState(*statePath, v)
+		if errors.Is(err, os.ErrNotExist) {
+			from, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w (--from-scratch verifies from index 0 and writes a new state)", err)
+		}
+	}
 	total, err := audit.CountRecords(ctx, *db)
 	if err != nil {
 		return err
 	}
 	progress := newProgress(env.Stderr, "verifying", total)
-	rep, err := audit.Verify(ctx, *db, v, progress.update)
+	if from != nil {
+		fmt.Fprintf(env.Stderr, "resuming from the state verified at size %d (%s)\n", from.Size, *statePath)
+		progress.startAt(from.Size)
+	}
+	rep, err := audit.VerifyFrom(ctx, *db, v, audit.VerifyOptions{From: from, Checkpoints: notes, Progress: progress.update})
 	progress.done()
 	if err != nil {
+		resumed := ""
+		if from != nil {
+			resumed = fmt.Sprintf(" (resumed from size %d: records before it were verified then and not reread; --from-scratch rereads them)", from.Size)
+		}
 		if rep.FirstBad != nil {
-			return fmt.Errorf("log does NOT verify: first bad index %d: %s", *rep.FirstBad, rep.Problem)
+			return fmt.Errorf("log does NOT verify: first bad index %d: %s%s", *rep.FirstBad, rep.Problem, resumed)
+		}
+		if errors.Is(err, audit.ErrBadState) {
+			return fmt.Errorf("log does NOT verify: %w; --from-scratch verifies from index 0 without the state", err)
 		}
 		return fmt.Errorf("log does NOT verify: %w", err)
 	}
@@ -537,12 +576,26 @@ is consistent with the last, and names the first bad index on failure.`)
 	if rep.Unsigned > 0 && !*allowTail {
 		return fmt.Errorf("log does NOT verify: the last %d records are not covered by a signed checkpoint (first unsigned index %d); a running or crashed gateway signs them within a second of restarting, or pass --allow-unsigned-tail", rep.Unsigned, rep.Entries-rep.Unsigned)
 	}
-	fmt.Fprintf(env.Stdout, "ok: %d records, %d checkpoints verified (signed by %s)", rep.Entries, rep.Checkpoints, v.Name())
+	if rep.From > 0 {
+		fmt.Fprintf(env.Stdout, "ok: %d records (%d read after the state verified at size %d), %d checkpoints verified (signed by %s)",
+			rep.Entries, rep.Entries-rep.From, rep.From, rep.Checkpoints, v.Name())
+	} else {
+		fmt.Fprintf(env.Stdout, "ok: %d records, %d checkpoints verified (signed by %s)", rep.Entries, rep.Checkpoints, v.Name())
+	}
+	if rep.Presented > 0 {
+		fmt.Fprintf(env.Stdout, "; the log is consistent with the %d checkpoints presented", rep.Presented)
+	}
 	if rep.Unsigned > 0 {
 		fmt.Fprintf(env.Stdout, "; %d records after the newest checkpoint", rep.Unsigned)
 	}
 	fmt.Fprintln(env.Stdout)
-	fmt.Fprintln(env.Stdout, "note: this proves the file is consistent with its own checkpoints; to rule out a rollback, compare the newest checkpoint with one held elsewhere (a witness, a party's receipt)")
+	if rep.State != nil {
+		if err := audit.WriteState(*statePath, rep.State); err != nil {
+			return fmt.Errorf("the log verifies, but its verified state was not saved: %w", err)
+		}
+		fmt.Fprintf(env.Stdout, "state: verified up to size %d, saved to %s; the next run starts there\n", rep.State.Size, *statePath)
+	}
+	fmt.Fprintln(env.Stdout, "note: this proves the log is consistent with its own checkpoints and with what was verified before; to rule out a rollback since, pass a checkpoint held elsewhere (a witness's, a party's receipt) with --checkpoint")
 	return nil
 }
 

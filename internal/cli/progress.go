@@ -18,6 +18,7 @@ type progress struct {
 	start    time.Time
 	last     time.Time
 	lastDone uint64
+	base     uint64 // done when the run started: a resumed run's rate counts only what it reads
 }
 
 // progressEvery is how often progress prints when it is not on a terminal.
@@ -33,6 +34,10 @@ func newProgress(w io.Writer, what string, total uint64) *progress {
 	now := time.Now()
 	return &progress{w: w, what: what, total: total, tty: tty, start: now, last: now}
 }
+
+// startAt tells progress the run starts at done n (a verification resumed from a state), so the
+// rate and the time left count only the records this run reads.
+func (p *progress) startAt(n uint64) { p.base = n }
 
 func (p *progress) update(done uint64) {
 	now := time.Now()
@@ -50,8 +55,8 @@ func (p *progress) update(done uint64) {
 func (p *progress) line(done uint64, now time.Time) string {
 	elapsed := now.Sub(p.start).Seconds()
 	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(done) / elapsed
+	if elapsed > 0 && done >= p.base {
+		rate = float64(done-p.base) / elapsed
 	}
 	eta := "?"
 	if rate > 0 && p.total >= done {
