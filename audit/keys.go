@@ -75,7 +75,7 @@ func writeNewFile(path, content string) error {
 // LoadSigner reads a signer key written by WriteKeyPair. It refuses a file that group or others may
 // read or write, since whoever reads it can sign checkpoints for the log.
 func LoadSigner(path string) (note.Signer, error) {
-	key, err := readKeyFile(path, true)
+	key, err := ReadKeyFile(path, true)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func LoadSigner(path string) (note.Signer, error) {
 
 // LoadVerifier reads a verifier key written by WriteKeyPair.
 func LoadVerifier(path string) (note.Verifier, error) {
-	key, err := readKeyFile(path, false)
+	key, err := ReadKeyFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,10 @@ func LoadVerifier(path string) (note.Verifier, error) {
 	return v, nil
 }
 
-func readKeyFile(path string, private bool) (string, error) {
+// ReadKeyFile reads a signed-note key file (a signer or verifier key, one line) within
+// DefaultMaxKeyFileBytes. With private it refuses a file that group or others may read or write:
+// whoever reads it can sign.
+func ReadKeyFile(path string, private bool) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("opening key file: %w", err)
@@ -113,7 +116,7 @@ func readKeyFile(path string, private bool) (string, error) {
 		return "", fmt.Errorf("key file %s is not a regular file", path)
 	}
 	if private && st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("signer key file %s has mode %v, want no group or other access", path, st.Mode().Perm())
+		return "", fmt.Errorf("private key file %s has mode %v, want no group or other access", path, st.Mode().Perm())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, DefaultMaxKeyFileBytes+1))
 	if err != nil {

@@ -60,7 +60,7 @@ func MigrateSignerKey(path string, kek tink.AEAD) (bool, error) {
 	if err != nil || sealed {
 		return false, err
 	}
-	key, err := readKeyFile(path, true)
+	key, err := ReadKeyFile(path, true)
 	if err != nil {
 		return false, err
 	}

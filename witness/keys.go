@@ -1,9 +1,8 @@
 package witness
 
 import (
-	"errors"
 	"fmt"
-	"io"
+	"github.com/ztgate/ztgate/audit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,9 +23,6 @@ const (
 
 // sealedKeyKind is the kind the cosigner key is sealed as (see keyring.SealSecret).
 const sealedKeyKind = "witness cosigner key"
-
-// DefaultMaxKeyFileBytes bounds a key file read: a witness key is under 200 bytes.
-const DefaultMaxKeyFileBytes = 4 << 10
 
 // WriteKeyPair generates a key pair named name and writes it to dir as KeyFile (mode 0600, sealed
 // under dir's MasterKeyFile, created when missing) and PublicKeyFile (0644). It refuses to overwrite
@@ -94,7 +90,7 @@ func MigrateKey(path string) (bool, error) {
 	if err != nil || sealed {
 		return false, err
 	}
-	key, err := readKeyFile(path, true)
+	key, err := audit.ReadKeyFile(path, true)
 	if err != nil {
 		return false, err
 	}
@@ -116,7 +112,7 @@ func MigrateKey(path string) (bool, error) {
 
 // LoadVerifier reads a witness's public key written by WriteKeyPair.
 func LoadVerifier(path string) (*Verifier, error) {
-	key, err := readKeyFile(path, false)
+	key, err := audit.ReadKeyFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -125,34 +121,4 @@ func LoadVerifier(path string) (*Verifier, error) {
 		return nil, fmt.Errorf("witness public key %s: %w", path, err)
 	}
 	return v, nil
-}
-
-func readKeyFile(path string, private bool) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("opening key file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("inspecting key file %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("key file %s is not a regular file", path)
-	}
-	if private && st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("witness key file %s has mode %v, want no group or other access", path, st.Mode().Perm())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, DefaultMaxKeyFileBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("reading key file %s: %w", path, err)
-	}
-	if len(b) > DefaultMaxKeyFileBytes {
-		return "", fmt.Errorf("key file %s is larger than %d bytes", path, DefaultMaxKeyFileBytes)
-	}
-	key := strings.TrimSpace(string(b))
-	if key == "" {
-		return "", errors.New("key file " + path + " is empty")
-	}
-	return key, nil
 }
