@@ -208,11 +208,7 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 func (c *Config) resolve(base string) {
-	abs := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(base, *p)
-		}
-	}
+	abs := yamlconf.Relative(base)
 	abs(&c.CADir)
 	if !isURL(c.Revocation.Source) {
 		abs(&c.Revocation.Source)

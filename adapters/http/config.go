@@ -85,11 +85,9 @@ func LoadConfig(path string) (*Config, error) {
 	if err := yamlconf.DecodeFile(path, &c); err != nil {
 		return nil, err
 	}
-	base := filepath.Dir(path)
+	abs := yamlconf.Relative(filepath.Dir(path))
 	for _, p := range []*string{&c.StateDir, &c.TrustBundle, &c.JoinTokenFile} {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(base, *p)
-		}
+		abs(p)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)

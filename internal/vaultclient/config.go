@@ -3,8 +3,8 @@ package vaultclient
 import (
 	"errors"
 	"fmt"
+	"github.com/ztgate/ztgate/internal/yamlconf"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -52,11 +52,7 @@ type AppRole struct {
 
 // Resolve makes the config's relative file paths relative to base (the config file's folder).
 func (c *Config) Resolve(base string) {
-	abs := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(base, *p)
-		}
-	}
+	abs := yamlconf.Relative(base)
 	abs(&c.CAFile)
 	abs(&c.Auth.TokenFile)
 	if c.Auth.AppRole != nil {

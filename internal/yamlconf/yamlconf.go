@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"gopkg.in/yaml.v3"
 )
@@ -50,4 +51,14 @@ func Decode(b []byte, v any) error {
 		return errors.New("more than one YAML document")
 	}
 	return nil
+}
+
+// Relative returns a function that makes a non-empty relative path relative to base (the config
+// file's folder), so a config means the same files whatever the working directory.
+func Relative(base string) func(p *string) {
+	return func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
 }
