@@ -1,9 +1,9 @@
 package alerts
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/ztgate/ztgate/internal/testenv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -151,23 +151,8 @@ func TestWebhookConfig(t *testing.T) {
 	}
 }
 
-// logBuffer collects the process log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// logBuffer collects log lines for assertions.
+type logBuffer struct{ testenv.Buffer }
 
 func TestAuditUnavailableAlertWaitsForTheStore(t *testing.T) {
 	h := newHook(t)
