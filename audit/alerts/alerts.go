@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,7 +136,15 @@ type Watcher struct {
 type pendingAlert struct {
 	alert Alert
 	slot  int // its place in the ring, to set its index once appended (-1: gone)
+	// uncertain is set when an append was queued but its acknowledgement was not seen (the wait
+	// timed out): the record may be in the log from index from on. It is looked for there before
+	// it is appended again, so one alert never becomes two records.
+	uncertain bool
+	from      uint64
 }
+
+// recordNote is the note of the alert record for the alert with this ID.
+func recordNote(id string) string { return "alert " + id }
 
 // New builds a Watcher; it reads nothing until Run.
 func New(opts Options) (*Watcher, error) {
@@ -390,7 +399,7 @@ func (w *Watcher) forward(r *audit.Record) {
 	own := w.own[r.Index]
 	delete(w.own, r.Index)
 	w.mu.Unlock()
-	if own {
+	if own || w.ownUncertain(r) {
 		return
 	}
 	a := Alert{ID: newID(), Time: r.Time, Gateway: r.Gateway, Identity: r.Source, Service: r.Service, Message: r.Note}
@@ -424,9 +433,23 @@ func (w *Watcher) flush(ctx context.Context) {
 		rec := &audit.Record{
 			Kind: audit.KindAlert, Time: a.Time, Gateway: a.Gateway, Source: a.Identity, Service: a.Service,
 			Reasons: []audit.Reason{{Code: a.Code, Message: truncate(a.Message, 1024)}},
-			Note:    "alert " + a.ID,
+			Note:    recordNote(a.ID),
 		}
-		actx, cancel := context.WithTimeout(ctx, DefaultAppendTimeout)
+		if p.uncertain {
+			idx, found, err := w.findRecord(ctx, p.from, rec.Note)
+			if err != nil {
+				w.log.Warn("alerts cannot read the audit log to find an unacknowledged alert record; retrying", "id", a.ID, "err", err)
+				return
+			}
+			if found {
+				w.appended(a.ID, idx)
+				continue
+			}
+		}
+		from := w.opts.Log.Size()
+		// The wait for the acknowledgement is not cut short by shutdown (Run's ctx): a record the
+		// store commits is then always acknowledged, and only the timeout leaves it uncertain.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultAppendTimeout)
 		idx, err := w.opts.Log.Append(actx, rec)
 		cancel()
 		if err != nil {
@@ -435,17 +458,73 @@ func (w *Watcher) flush(ctx context.Context) {
 				w.dropFirst()
 				continue
 			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				w.mu.Lock()
+				if len(w.pending) > 0 && w.pending[0].alert.ID == a.ID && !w.pending[0].uncertain {
+					w.pending[0].uncertain, w.pending[0].from = true, from
+				}
+				w.mu.Unlock()
+			}
 			w.AppendFailed(err)
 			return
 		}
-		w.mu.Lock()
+		w.appended(a.ID, idx)
+	}
+}
+
+// findRecord looks for the alert record with this note from index from on.
+func (w *Watcher) findRecord(ctx context.Context, from uint64, note string) (uint64, bool, error) {
+	var idx uint64
+	found := false
+	err := w.opts.Log.Records(ctx, from, w.opts.Log.Size(), func(r *audit.Record) error {
+		if r.Kind == audit.KindAlert && r.Note == note {
+			idx, found = r.Index, true
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return 0, false, err
+	}
+	return idx, found, nil
+}
+
+var errFound = errors.New("found")
+
+// appended takes the pending alert with this ID off the queue once its record is at idx.
+func (w *Watcher) appended(id string, idx uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, p := range w.pending {
+		if p.alert.ID != id {
+			continue
+		}
 		w.own[idx] = true
-		w.pending = w.pending[1:]
-		if p.slot >= 0 && p.slot < len(w.recent) && w.recent[p.slot].ID == a.ID {
+		w.pending = slices.Delete(w.pending, i, i+1)
+		if p.slot >= 0 && p.slot < len(w.recent) && w.recent[p.slot].ID == id {
 			w.recent[p.slot].AuditIndex = &idx
 		}
-		w.mu.Unlock()
+		return
 	}
+}
+
+// ownUncertain reports whether r is the record of a pending alert whose append was not
+// acknowledged, and if so takes the alert off the queue.
+func (w *Watcher) ownUncertain(r *audit.Record) bool {
+	w.mu.Lock()
+	var id string
+	for _, p := range w.pending {
+		if p.uncertain && r.Note == recordNote(p.alert.ID) {
+			id = p.alert.ID
+			break
+		}
+	}
+	w.mu.Unlock()
+	if id == "" {
+		return false
+	}
+	w.appended(id, r.Index)
+	return true
 }
 
 func (w *Watcher) dropFirst() {

@@ -202,6 +202,82 @@ func TestAuditUnavailableAlertWaitsForTheStore(t *testing.T) {
 	}
 }
 
+// An append whose acknowledgement is lost (the store committed it, the wait timed out) leaves one
+// record, whether the record is found by following the log or looked for before a retry.
+func TestLostAcknowledgementMakesNoSecondRecord(t *testing.T) {
+	t.Run("found before the retry", func(t *testing.T) {
+		w, l, _ := newTestWatcher(t, Config{}, nil)
+		l.lostAcks = 1
+		w.Report(CodeVerificationFailed, "index 12 does not match")
+		w.flush(context.Background())
+		if !w.pending[0].uncertain {
+			t.Fatalf("not marked uncertain after a lost acknowledgement: %+v", w.pending[0])
+		}
+		w.flush(context.Background())
+		if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
+			t.Fatalf("%d alert records, want 1", n)
+		}
+		if a := findAlert(w.Recent(), CodeVerificationFailed); a.AuditIndex == nil || *a.AuditIndex != recordsOf(l, CodeVerificationFailed)[0].Index {
+			t.Errorf("ring entry %+v", a)
+		}
+	})
+	t.Run("found by following the log", func(t *testing.T) {
+		h := newHook(t)
+		w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t) })
+		l.lostAcks = 1
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { w.Run(ctx); close(done) }()
+		w.Report(CodeVerificationFailed, "index 12 does not match")
+		waitUntil(t, "the record", func() bool { return len(recordsOf(l, CodeVerificationFailed)) == 1 })
+		waitUntil(t, "the queue to empty", func() bool { return w.Status().Pending == 0 })
+		cancel()
+		<-done
+		if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
+			t.Fatalf("%d alert records, want 1", n)
+		}
+		n := 0
+		for _, a := range h.got() {
+			if a.Code == CodeVerificationFailed {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d webhook deliveries, want 1 (the record was forwarded as another's)", n)
+		}
+	})
+	t.Run("a record that never landed is appended again", func(t *testing.T) {
+		w, l, _ := newTestWatcher(t, Config{}, nil)
+		w.Report(CodeVerificationFailed, "index 12 does not match")
+		w.mu.Lock()
+		w.pending[0].uncertain, w.pending[0].from = true, 0
+		w.mu.Unlock()
+		w.flush(context.Background())
+		if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
+			t.Fatalf("%d alert records, want 1", n)
+		}
+	})
+}
+
+func recordsOf(l *memLog, code string) []*audit.Record {
+	var out []*audit.Record
+	for _, r := range l.alerts() {
+		if r.Reasons[0].Code == code {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func findAlert(as []Alert, code string) Alert {
+	for _, a := range as {
+		if a.Code == code {
+			return a
+		}
+	}
+	return Alert{}
+}
+
 func TestOtherAlertRecordsAreForwarded(t *testing.T) {
 	h := newHook(t)
 	from := uint64(0)

@@ -16,6 +16,8 @@ type memLog struct {
 	mu      sync.Mutex
 	records []*audit.Record
 	fail    error
+	// lostAcks appends that commit the record but report that the wait for it timed out.
+	lostAcks int
 }
 
 func (l *memLog) Size() uint64 {
@@ -47,6 +49,10 @@ func (l *memLog) Append(_ context.Context, r *audit.Record) (uint64, error) {
 	c := *r
 	c.Index = uint64(len(l.records))
 	l.records = append(l.records, &c)
+	if l.lostAcks > 0 {
+		l.lostAcks--
+		return 0, fmt.Errorf("waiting for audit record to be durable: %w: %w", audit.ErrUnavailable, context.DeadlineExceeded)
+	}
 	return c.Index, nil
 }
 
