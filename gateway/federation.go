@@ -321,46 +321,20 @@ func (rt *Runtime) Partners() []pki.RefreshStatus {
 func (rt *Runtime) buildFederation(c *Config, own spiffeid.TrustDomain) (*federation, error) {
 	fed := &federation{}
 	logger := rt.logger.With("component", "federation")
+	cacheDir := c.FederationCacheDir()
 	for _, f := range c.Federation {
 		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
-		if f.BundleFile != "" {
-			roots, err := pki.ReadBundleFile(td, f.BundleFile)
-			if err != nil {
-				return nil, fmt.Errorf("federation %s: %w", td, err)
-			}
-			rt.Bundles.Set(td, roots)
-			continue
-		}
-		p := pki.Partner{TrustDomain: td, URL: f.EndpointURL, Profile: f.Profile}
-		if f.EndpointSPIFFEID != "" {
-			p.EndpointID, _ = spiffeid.FromString(f.EndpointSPIFFEID)
-		}
-		if f.EndpointCAFile != "" {
-			certs, err := pki.LoadPEMCertificates(f.EndpointCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("federation %s: endpoint_ca_file: %w", td, err)
-			}
-			p.WebRoots = x509.NewCertPool()
-			for _, cert := range certs {
-				p.WebRoots.AddCert(cert)
-			}
-		}
-		initial, err := initialBundle(c, td, f, logger)
-		if err != nil {
-			return nil, err
-		}
-		cacheDir := c.FederationCacheDir()
-		r, err := pki.NewRefresher(pki.RefresherOptions{
-			Partner: p, Bundles: rt.Bundles, Initial: initial,
-			MinRefresh: c.FederationRefresh.Min, MaxRefresh: c.FederationRefresh.Max, Timeout: c.FederationRefresh.Timeout,
-			Logger:    logger,
+		r, err := f.Trust(rt.Bundles, TrustOptions{
+			CacheDir: cacheDir, Refresh: c.FederationRefresh, Logger: logger,
 			OnUpdate:  func(b *spiffebundle.Bundle) { rt.bundleUpdated(cacheDir, b) },
 			OnFailure: func(err error, failures int) { rt.bundleFailing(td, err, failures) },
 		})
 		if err != nil {
 			return nil, err
 		}
-		fed.refreshers = append(fed.refreshers, r)
+		if r != nil {
+			fed.refreshers = append(fed.refreshers, r)
+		}
 	}
 	if e := c.BundleEndpoint; e != nil {
 		ep, err := pki.NewBundleEndpoint(pki.BundleEndpointOptions{
@@ -376,12 +350,92 @@ func (rt *Runtime) buildFederation(c *Config, own spiffeid.TrustDomain) (*federa
 	return fed, nil
 }
 
+// TrustOptions says how Trust keeps and refreshes a partner's bundle.
+type TrustOptions struct {
+	// CacheDir keeps the last good bundle of every partner fetched from an endpoint, so a restart
+	// while the endpoint is down keeps trusting the partner. OnUpdate is expected to write it
+	// there (KeepBundle does).
+	CacheDir string
+	Refresh  FederationRefresh
+	Logger   *slog.Logger
+	// OnUpdate is called with every new bundle fetched; OnFailure with every failed fetch and the
+	// failures in a row.
+	OnUpdate  func(*spiffebundle.Bundle)
+	OnFailure func(err error, failures int)
+}
+
+// Trust installs this entry's bundle in bundles: a static bundle file at once; an endpoint's
+// kept or bootstrap bundle at once, and a refresher (returned; run it) that keeps it current.
+// The entry must have been validated.
+func (f Federation) Trust(bundles *pki.TrustBundles, opts TrustOptions) (*pki.Refresher, error) {
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	if f.BundleFile != "" {
+		roots, err := pki.ReadBundleFile(td, f.BundleFile)
+		if err != nil {
+			return nil, fmt.Errorf("federation %s: %w", td, err)
+		}
+		bundles.Set(td, roots)
+		return nil, nil
+	}
+	p := pki.Partner{TrustDomain: td, URL: f.EndpointURL, Profile: f.Profile}
+	if f.EndpointSPIFFEID != "" {
+		p.EndpointID, _ = spiffeid.FromString(f.EndpointSPIFFEID)
+	}
+	if f.EndpointCAFile != "" {
+		certs, err := pki.LoadPEMCertificates(f.EndpointCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("federation %s: endpoint_ca_file: %w", td, err)
+		}
+		p.WebRoots = x509.NewCertPool()
+		for _, cert := range certs {
+			p.WebRoots.AddCert(cert)
+		}
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	initial, err := initialBundle(opts.CacheDir, td, f, logger)
+	if err != nil {
+		return nil, err
+	}
+	return pki.NewRefresher(pki.RefresherOptions{
+		Partner: p, Bundles: bundles, Initial: initial,
+		MinRefresh: opts.Refresh.Min, MaxRefresh: opts.Refresh.Max, Timeout: opts.Refresh.Timeout,
+		Logger: logger, OnUpdate: opts.OnUpdate, OnFailure: opts.OnFailure,
+	})
+}
+
+// KeepBundle writes a partner's bundle into cacheDir, where Trust starts from after a restart.
+func KeepBundle(cacheDir string, b *spiffebundle.Bundle) error {
+	doc, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(cacheDir, b.TrustDomain().Name()+".json"), doc, 0o644)
+}
+
+// Validate checks one federation entry; where names it in errors.
+func (f Federation) Validate(where string) []error {
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil {
+		return append([]error{fmt.Errorf("%s.trust_domain: %w", where, err)}, f.validate(where, td)...)
+	}
+	return f.validate(where, td)
+}
+
 // initialBundle is the bundle a partner's refresher starts from: the one kept from the last
 // run if it is still readable, else the bootstrap bundle, else none (the partner's peers are
 // refused until the first fetch).
-func initialBundle(c *Config, td spiffeid.TrustDomain, f Federation, logger *slog.Logger) (*spiffebundle.Bundle, error) {
-	cached := filepath.Join(c.FederationCacheDir(), td.Name()+".json")
-	if _, err := os.Stat(cached); err == nil {
+func initialBundle(cacheDir string, td spiffeid.TrustDomain, f Federation, logger *slog.Logger) (*spiffebundle.Bundle, error) {
+	cached := filepath.Join(cacheDir, td.Name()+".json")
+	if _, err := os.Stat(cached); cacheDir != "" && err == nil {
 		b, err := pki.ReadSPIFFEBundleFile(td, cached)
 		if err == nil {
 			return b, nil
@@ -402,13 +456,8 @@ func initialBundle(c *Config, td spiffeid.TrustDomain, f Federation, logger *slo
 // gateway trusts changed.
 func (rt *Runtime) bundleUpdated(cacheDir string, b *spiffebundle.Bundle) {
 	td := b.TrustDomain()
-	if doc, err := b.Marshal(); err == nil {
-		if err := os.MkdirAll(cacheDir, 0o700); err == nil {
-			err = atomicfile.Write(filepath.Join(cacheDir, td.Name()+".json"), doc, 0o644)
-		}
-		if err != nil {
-			rt.logger.Warn("could not keep the federated bundle on disk; a restart starts from the bootstrap bundle", "trust_domain", td.String(), "err", err)
-		}
+	if err := KeepBundle(cacheDir, b); err != nil {
+		rt.logger.Warn("could not keep the federated bundle on disk; a restart starts from the bootstrap bundle", "trust_domain", td.String(), "err", err)
 	}
 	if rt.Audit == nil {
 		return

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -32,6 +33,7 @@ type hospital struct {
 	cfg      string
 	endpoint string // https://127.0.0.1:port/
 	profile  string
+	addr     string // the gateway's UDP address
 	gw       *proc
 }
 
@@ -43,6 +45,13 @@ func (h *hospital) ehrID() string     { return "spiffe://" + h.td + "/ehr" }
 // own SVID.
 func startHospital(t *testing.T, name, td, country string, web *pkitest.WebCert) *hospital {
 	t.Helper()
+	bundle, _ := filepath.Abs("../policies/city")
+	return startHospitalWith(t, name, td, country, web, bundle, "")
+}
+
+// startHospitalWith is startHospital with the hospital's own policy bundle and more gateway YAML.
+func startHospitalWith(t *testing.T, name, td, country string, web *pkitest.WebCert, bundle, extra string) *hospital {
+	t.Helper()
 	h := &hospital{t: t, name: name, td: td, country: country, dir: t.TempDir(), profile: pki.ProfileHTTPSSPIFFE}
 	mustRun(t, "pki", "init", "--dir", filepath.Join(h.dir, "ca"), "--trust-domain", td)
 	listen := freeTCP(t)
@@ -52,7 +61,7 @@ func startHospital(t *testing.T, name, td, country string, web *pkitest.WebCert)
 		h.profile = pki.ProfileHTTPSWeb
 		endpoint = fmt.Sprintf("  profile: https_web\n  cert_file: %s\n  key_file: %s\n", web.CertFile, web.KeyFile)
 	}
-	bundle, _ := filepath.Abs("../policies/city")
+	h.addr = freeUDP(t)
 	h.cfg = writeFile(t, filepath.Join(h.dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
 spiffe_id: %s
 country: %s
@@ -64,7 +73,7 @@ policy:
   bundle: %s
 audit:
   path: state/audit.db
-`, freeUDP(t), h.gatewayID(), country, listen, endpoint, bundle))
+%s`, h.addr, h.gatewayID(), country, listen, endpoint, bundle, extra))
 	h.start()
 	return h
 }
@@ -305,6 +314,169 @@ audit:
 	// Three first fetches, B's rotation, C's re-added bundle after the restart.
 	if notes < 5 || alerts < 1 || refusals < 3 {
 		t.Fatalf("audit log: %d bundle updates, %d endpoint alerts, %d bad_chain refusals", notes, alerts, refusals)
+	}
+	mustRun(t, "audit", "verify", "--db", filepath.Join(dir, "state", "audit.db"), "--key", filepath.Join(dir, "state", audit.VerifierKeyFile))
+}
+
+// hospitalBundle is the city's policy library with the hospital's own catalog: its trust domain,
+// its country and the identities it renews.
+func hospitalBundle(t *testing.T, td, country string, ids ...string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "policies")
+	if err := os.CopyFS(dst, os.DirFS("../policies/city")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dst, "catalog", "data.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cat map[string]any
+	if err := json.Unmarshal(b, &cat); err != nil {
+		t.Fatal(err)
+	}
+	identities := map[string]any{}
+	for _, id := range ids {
+		identities[id] = map[string]any{"clearance": "restricted", "country": country, "kind": "dept"}
+	}
+	cat["trust_domain"], cat["country"], cat["identities"] = td, country, identities
+	if b, err = json.Marshal(cat); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, string(b))
+	return dst
+}
+
+// TestHospitalConnector runs a partner hospital's integration the way its engineers would: a
+// `ztgate connect` under the hospital's own trust domain, enrolled and renewed by the hospital's
+// own gateway (issuer), consuming the city's health records through the city's gateway, which it
+// verifies against the city's bundle fetched from the city's bundle endpoint (federation). The
+// city decides by the hospital's federation entry (trusted, FR) and records every exchange under
+// the hospital's identity; it never issues anything for the hospital.
+func TestHospitalConnector(t *testing.T) {
+	const td = "hospital-d.example.fr"
+	ehr := "spiffe://" + td + "/ehr"
+	hosp := startHospitalWith(t, "hospital-d", td, "FR", nil, hospitalBundle(t, td, "FR", ehr), "svid_ttl: 6s\n")
+
+	dir := t.TempDir()
+	mustRun(t, "pki", "init", "--dir", filepath.Join(dir, "ca"), "--trust-domain", cityTD)
+	bundle, _ := filepath.Abs("../policies/city")
+	addr, cityEndpoint := freeUDP(t), freeTCP(t)
+	cfg := writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
+spiffe_id: %s
+country: VN
+ca_dir: ca
+bundle_endpoint:
+  listen: %s
+  profile: https_spiffe
+  refresh_hint: 1s
+policy:
+  bundle: %s
+  deadline: 200ms
+audit:
+  path: state/audit.db
+`, addr, gatewayID, cityEndpoint, bundle))
+	mustRun(t, "pki", "federate", "add", "--config", cfg, "--trust-domain", td, "--url", hosp.endpoint,
+		"--profile", "https_spiffe", "--endpoint-spiffe-id", hosp.gatewayID(), "--bootstrap-bundle", filepath.Join(hosp.dir, "ca", pki.BundleFile),
+		"--trust-level", "trusted", "--country", "FR")
+	gw := start(t, "city-gateway", "gateway", "--config", cfg)
+	gw.waitFor(t, `gateway listening`, 30*time.Second)
+	gw.waitFor(t, `msg="federated bundle updated"[^\n]*trust_domain=`+regexp.QuoteMeta(td), 30*time.Second)
+
+	records := jsonBackend(t)
+	state := filepath.Join(dir, "health")
+	mustRun(t, "pki", "issue", "--ca", filepath.Join(dir, "ca"), "--spiffe-id", healthID, "--out", state)
+	provider := start(t, "connect-health", "connect", "--config", writeFile(t, filepath.Join(dir, "health.yaml"),
+		fmt.Sprintf("gateway: %s\nspiffe_id: %s\nstate_dir: %s\nexpose:\n  health.records: %s\n", addr, healthID, state, records.url)))
+	provider.waitFor(t, `connected to gateway`, 30*time.Second)
+
+	// The hospital's engineers: a join token from their own CA, the city's bundle from the city.
+	hdir := t.TempDir()
+	// connCfg writes a connector config with its own state folder, join token and local port.
+	connCfg := func(name, gatewayIDLine, federation string) (string, string) {
+		tok := strings.TrimSpace(mustRun(t, "pki", "token", "--ca", filepath.Join(hosp.dir, "ca"), "--spiffe-id", ehr, "--ttl", "5m"))
+		writeFile(t, filepath.Join(hdir, name+".token"), tok+"\n")
+		port := freeTCP(t)
+		return writeFile(t, filepath.Join(hdir, name+".yaml"), fmt.Sprintf(`gateway: %s
+%sspiffe_id: %s
+state_dir: %s
+issuer: %s
+join_token_file: %s.token
+%sconsume:
+  - listen: %s
+    service: health.records
+    purpose: treatment
+`, addr, gatewayIDLine, ehr, name, hosp.addr, name, federation, port)), port
+	}
+	cityFederation := fmt.Sprintf(`federation:
+  - trust_domain: %s
+    endpoint_url: https://%s/
+    profile: https_spiffe
+    endpoint_spiffe_id: %s
+    bootstrap_bundle: %s
+federation_refresh:
+  min: 1s
+`, cityTD, cityEndpoint, gatewayID, filepath.Join(dir, "ca", pki.BundleFile))
+
+	t.Run("a config that cannot verify the city's gateway is refused", func(t *testing.T) {
+		cfg, _ := connCfg("nofed", "gateway_id: "+gatewayID+"\n", "")
+		out, err := run("connect", "--config", cfg)
+		if err == nil || !strings.Contains(out, "add a federation entry for city.example.vn") {
+			t.Fatalf("connect without the city's bundle: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(hdir, "nofed", "svid.pem")); err == nil {
+			t.Fatal("the refused config spent the join token")
+		}
+	})
+
+	ehrCfg, port := connCfg("ehr", "gateway_id: "+gatewayID+"\n", cityFederation)
+	conn := start(t, "connect-hospital", "connect", "--config", ehrCfg)
+	conn.waitFor(t, `msg=enrolled[^\n]*id=`+regexp.QuoteMeta(ehr), 30*time.Second)
+	conn.waitFor(t, `connected to gateway[^\n]*id=`+regexp.QuoteMeta(ehr), 30*time.Second)
+	conn.waitFor(t, `msg="federated bundle updated"[^\n]*trust_domain=city.example.vn`, 30*time.Second)
+	get := func(i int) result {
+		return do(&netHTTP, "GET", fmt.Sprintf("http://%s/Patient/%d", port, i), "", nil, nil)
+	}
+	if r := get(1); r.status != 200 || !strings.Contains(r.body, `"source":"`+ehr+`"`) {
+		t.Fatalf("hospital consumer: %v %d %s", r.err, r.status, r.body)
+	}
+
+	// The hospital's gateway renews the SVID at half-life (6 s SVIDs): the connector re-dials the
+	// city with the new one and goes on.
+	conn.waitCount(t, `msg="SVID rotated"`, 2, 30*time.Second)
+	conn.waitCount(t, `connected to gateway`, 3, 30*time.Second)
+	if r := get(2); r.status != 200 || !strings.Contains(r.body, `"source":"`+ehr+`"`) {
+		t.Fatalf("hospital consumer after renewals: %v %d %s", r.err, r.status, r.body)
+	}
+	if n := hosp.gw.countMatches(`renewal refused|foreign_identity`); n != 0 {
+		t.Fatalf("the hospital's gateway refused renewals:\n%s", hosp.gw.out.String())
+	}
+
+	// The city's gateway is pinned by ID: a connector expecting another refuses the handshake.
+	wrongCfg, _ := connCfg("wrong", "gateway_id: spiffe://city.example.vn/gateway/gw-9\n", cityFederation)
+	wrong := start(t, "connect-hospital-wrong-gateway", "connect", "--config", wrongCfg)
+	wrong.waitFor(t, `gateway unreachable; retrying[^\n]*want spiffe://city.example.vn/gateway/gw-9`, 30*time.Second)
+	wrong.stop()
+
+	conn.stop()
+	gw.stop()
+	var allowed int
+	if err := audit.ReadRecords(context.Background(), filepath.Join(dir, "state", "audit.db"), func(r *audit.Record) error {
+		if r.Source != ehr {
+			return nil
+		}
+		switch {
+		case r.Kind == audit.KindDecision && r.Decision == audit.DecisionAllow && r.Service == "health.records":
+			allowed++
+		case r.Kind == audit.KindEnrol:
+			t.Errorf("the city's gateway issued for the hospital: %+v", r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if allowed != 2 {
+		t.Fatalf("%d allowed exchanges of %s in the city's log, want 2", allowed, ehr)
 	}
 	mustRun(t, "audit", "verify", "--db", filepath.Join(dir, "state", "audit.db"), "--key", filepath.Join(dir, "state", audit.VerifierKeyFile))
 }

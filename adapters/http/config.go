@@ -24,8 +24,20 @@ type Config struct {
 	// Gateway is the gateway's UDP address, host:port.
 	Gateway string `yaml:"gateway"`
 	// GatewayID is the SPIFFE ID the gateway must present; by default any /gateway/ ID of the
-	// connector's own trust domain.
+	// connector's own trust domain. A gateway of another trust domain (a hospital's connector
+	// consuming the city's services) must be named here, and its trust domain federated.
 	GatewayID string `yaml:"gateway_id"`
+	// Issuer is the gateway of the connector's own trust domain that enrols it and renews its
+	// SVID, host:port; by default Gateway. It is required when Gateway is another trust domain's,
+	// which issues no SVIDs for this one (unless identity.source is spire).
+	Issuer string `yaml:"issuer"`
+	// Federation lists other trust domains whose peers the connector verifies: the gateway's,
+	// when it is not the connector's own. Entries are the gateway's (trust_domain, endpoint_url
+	// with profile, or bundle_file) without trust_level and country, which are policy's input
+	// and belong on the gateway.
+	Federation []gateway.Federation `yaml:"federation"`
+	// FederationRefresh bounds how those bundle endpoints are polled.
+	FederationRefresh gateway.FederationRefresh `yaml:"federation_refresh"`
 	// SPIFFEID is this connector's identity.
 	SPIFFEID string `yaml:"spiffe_id"`
 	// StateDir holds svid.pem, svid.key (sealed under master.key, created with it) and bundle.pem; not needed with identity.source: spire.
@@ -89,6 +101,12 @@ func LoadConfig(path string) (*Config, error) {
 	for _, p := range []*string{&c.StateDir, &c.TrustBundle, &c.JoinTokenFile} {
 		abs(p)
 	}
+	for i := range c.Federation {
+		f := &c.Federation[i]
+		for _, p := range []*string{&f.BundleFile, &f.BootstrapBundle, &f.EndpointCAFile} {
+			abs(p)
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -105,10 +123,53 @@ func (c *Config) Validate() error {
 	if err != nil || id.Path() == "" {
 		errs = append(errs, fmt.Errorf("spiffe_id: %q is not a SPIFFE ID with a path", c.SPIFFEID))
 	}
+	var gwTD spiffeid.TrustDomain
 	if c.GatewayID != "" {
-		if _, err := spiffeid.FromString(c.GatewayID); err != nil {
+		gid, err := spiffeid.FromString(c.GatewayID)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("gateway_id: %w", err))
+		} else {
+			gwTD = gid.TrustDomain()
 		}
+	}
+	if c.Issuer != "" {
+		if _, _, err := net.SplitHostPort(c.Issuer); err != nil {
+			errs = append(errs, fmt.Errorf("issuer: %w", err))
+		}
+	}
+	federated := map[spiffeid.TrustDomain]bool{}
+	for i, f := range c.Federation {
+		where := fmt.Sprintf("federation[%d]", i)
+		errs = append(errs, f.Validate(where)...)
+		if f.TrustLevel != "" || f.Country != "" {
+			errs = append(errs, fmt.Errorf("%s: trust_level and country are set on the gateway, where policy reads them", where))
+		}
+		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+		if err != nil {
+			continue
+		}
+		if td == id.TrustDomain() {
+			errs = append(errs, fmt.Errorf("%s: %s is the connector's own trust domain", where, td))
+		}
+		if federated[td] {
+			errs = append(errs, fmt.Errorf("%s: %s listed twice", where, td))
+		}
+		federated[td] = true
+	}
+	if !gwTD.IsZero() && !id.IsZero() && gwTD != id.TrustDomain() {
+		if !federated[gwTD] {
+			errs = append(errs, fmt.Errorf("gateway_id %s is in another trust domain: add a federation entry for %s, so the gateway can be verified", c.GatewayID, gwTD))
+		}
+		if c.Issuer == "" && !c.Identity.SPIRE() {
+			errs = append(errs, fmt.Errorf("gateway_id %s is in another trust domain, which issues no SVIDs for %s: set issuer to a gateway of %s (or use identity.source: spire)", c.GatewayID, id.TrustDomain(), id.TrustDomain()))
+		}
+	}
+	if c.Issuer != "" && c.Identity.SPIRE() {
+		errs = append(errs, errors.New("issuer is for the built-in CA: with identity.source: spire the agent renews the SVID"))
+	}
+	r := c.FederationRefresh
+	if r.Min < 0 || r.Max < 0 || r.Timeout < 0 || (r.Min > 0 && r.Min < time.Second) || (r.Max > 0 && r.Max < r.Min) || r.Timeout > time.Minute {
+		errs = append(errs, errors.New("federation_refresh: min at least 1s, max not below min, timeout at most 1m, none negative"))
 	}
 	if err := c.Identity.Validate(); err != nil {
 		errs = append(errs, err)

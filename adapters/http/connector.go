@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/gateway"
@@ -182,7 +183,7 @@ func (c *Connector) loadIdentity(ctx context.Context) (*pki.SVID, error) {
 	if token == "" {
 		return nil, errors.New("no usable SVID in state_dir and no join_token to enrol with")
 	}
-	svid, roots, err := Enrol(ctx, c.cfg.Gateway, token)
+	svid, roots, err := Enrol(ctx, c.issuer(), token)
 	if err != nil {
 		return nil, err
 	}
@@ -326,6 +327,53 @@ func svidFromWire(s wire.SVID, key crypto.Signer) (*pki.SVID, error) {
 	return svid, nil
 }
 
+// issuer is the gateway that enrols the connector and renews its SVID.
+func (c *Connector) issuer() string {
+	if c.cfg.Issuer != "" {
+		return c.cfg.Issuer
+	}
+	return c.cfg.Gateway
+}
+
+// authorizeIssuer accepts any gateway of the connector's own trust domain as its issuer.
+func (c *Connector) authorizeIssuer(id spiffeid.ID) error {
+	if id.TrustDomain() != c.id.TrustDomain() || !strings.HasPrefix(id.Path(), "/gateway/") {
+		return fmt.Errorf("issuer %s is not a gateway of %s", id, c.id.TrustDomain())
+	}
+	return nil
+}
+
+// federate installs the bundles of the trust domains in the federation list, and returns the
+// refreshers of those with bundle endpoints.
+func (c *Connector) federate() ([]*pki.Refresher, error) {
+	var out []*pki.Refresher
+	logger := c.logger.With("component", "federation")
+	cacheDir := ""
+	if c.cfg.StateDir != "" {
+		cacheDir = filepath.Join(c.cfg.StateDir, "federation")
+	}
+	for _, f := range c.cfg.Federation {
+		r, err := f.Trust(c.bundles, gateway.TrustOptions{
+			CacheDir: cacheDir, Refresh: c.cfg.FederationRefresh, Logger: logger,
+			OnUpdate: func(b *spiffebundle.Bundle) {
+				if cacheDir == "" {
+					return
+				}
+				if err := gateway.KeepBundle(cacheDir, b); err != nil {
+					logger.Warn("could not keep the federated bundle on disk; a restart starts from the bootstrap bundle", "trust_domain", b.TrustDomain().String(), "err", err)
+				}
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 func (c *Connector) authorizeGateway(id spiffeid.ID) error {
 	if c.cfg.GatewayID != "" {
 		if id.String() != c.cfg.GatewayID {
@@ -339,13 +387,28 @@ func (c *Connector) authorizeGateway(id spiffeid.ID) error {
 	return nil
 }
 
-// renew asks the gateway for a fresh SVID over the current connection.
+// renew asks the issuer for a fresh SVID: over the current connection when the gateway is the
+// issuer, else over a connection of its own to the issuer.
 func (c *Connector) renew(ctx context.Context, csr []byte, key crypto.Signer) (*pki.SVID, error) {
-	gc := c.cur.Load()
-	if gc == nil {
-		return nil, errors.New("not connected to the gateway")
+	var conn *quic.Conn
+	if c.cfg.Issuer == "" {
+		gc := c.cur.Load()
+		if gc == nil {
+			return nil, errors.New("not connected to the gateway")
+		}
+		conn = gc.conn
+	} else {
+		tlsConf := pki.ClientTLSConfig(c.src, c.bundles, []string{wire.ALPN}, c.authorizeIssuer, c.now)
+		dctx, cancel := context.WithTimeout(ctx, DefaultDialTimeout)
+		ic, err := quic.DialAddr(dctx, c.cfg.Issuer, tlsConf, &quic.Config{HandshakeIdleTimeout: DefaultDialTimeout})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("dialing issuer %s: %w", c.cfg.Issuer, err)
+		}
+		defer ic.CloseWithError(0, "")
+		conn = ic
 	}
-	str, err := gc.conn.OpenStreamSync(ctx)
+	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("renewal stream: %w", err)
 	}
@@ -475,9 +538,19 @@ func (c *Connector) announce(ctx context.Context, gc *gwConn) error {
 
 // Run connects and serves until ctx is done.
 func (c *Connector) Run(ctx context.Context) error {
+	refreshers, err := c.federate()
+	if err != nil {
+		return err
+	}
+	managed := map[spiffeid.TrustDomain]bool{}
+	for _, f := range c.cfg.Federation {
+		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
+		managed[td] = true
+	}
 	if c.cfg.Identity.SPIRE() {
 		s, err := pki.NewSPIRESource(ctx, pki.SPIREOptions{
 			Addr: c.cfg.Identity.Socket, ID: c.id, Bundles: c.bundles, Logger: c.logger.With("component", "spire"), Now: c.now,
+			Managed: func(td spiffeid.TrustDomain) bool { return managed[td] },
 		})
 		if err != nil {
 			return err
@@ -522,6 +595,9 @@ func (c *Connector) Run(ctx context.Context) error {
 
 	srcCtx, stopSrc := context.WithCancel(ctx)
 	defer stopSrc()
+	for _, r := range refreshers {
+		go func() { _ = r.Run(srcCtx) }()
+	}
 	if !c.cfg.Identity.SPIRE() { // the agent rotates a SPIRE SVID; Rotated still tells of it
 		go func() { _ = c.src.Run(srcCtx) }()
 	}
