@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -404,6 +405,9 @@ type Runtime struct {
 	SPIRE     *pki.SPIRESource
 	Ledger    *pki.TokenLedger
 	Bundles   *pki.TrustBundles
+	// federated is the federation list's trust domains in force (reloaded on SIGHUP): SPIRE's
+	// bundles for them are ignored.
+	federated atomic.Pointer[map[spiffeid.TrustDomain]map[string]any]
 	Keyring   *keyring.Keyring
 	Sealer    *keyring.Sealer
 	logger    *slog.Logger
@@ -743,7 +747,10 @@ func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 	if c == nil {
 		return errors.Join(errs...)
 	}
-	if err := rt.federationChanged(c); err != nil {
+	if err := rt.restartNeeded(c); err != nil {
+		errs = append(errs, err)
+	}
+	if err := rt.reloadFederation(ctx, c); err != nil {
 		errs = append(errs, err)
 	}
 	cand, running := c.Policy.Candidate, rt.Config.Policy.Candidate

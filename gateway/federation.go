@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -285,10 +286,43 @@ func (c *Config) FederationCacheDir() string {
 // federation is the gateway's side of federation: refreshers for partners with endpoints and
 // the bundle endpoint it serves.
 type federation struct {
-	refreshers []*pki.Refresher
-	endpoint   *pki.BundleEndpoint
-	listen     string
-	addr       atomic.Pointer[string] // the endpoint's address once it listens
+	endpoint *pki.BundleEndpoint
+	listen   string
+	addr     atomic.Pointer[string] // the endpoint's address once it listens
+
+	mu       sync.Mutex
+	ctx      context.Context // run's, for the refreshers a reload starts; nil before run
+	partners map[spiffeid.TrustDomain]*partnerRun
+	order    []spiffeid.TrustDomain // partners with refreshers, in configuration order
+}
+
+// partnerRun is one partner's refresher and how to stop it.
+type partnerRun struct {
+	r      *pki.Refresher
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned; nil while not started
+}
+
+// start runs the refresher under ctx. Called with fed.mu held.
+func (p *partnerRun) start(ctx context.Context) {
+	if p.r == nil || ctx == nil || p.done != nil {
+		return
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	p.cancel, p.done = cancel, make(chan struct{})
+	go func() {
+		defer close(p.done)
+		_ = p.r.Run(pctx)
+	}()
+}
+
+// stop ends the refresher and waits for it, so no fetch in flight installs a bundle afterwards.
+func (p *partnerRun) stop() {
+	if p.done == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
 }
 
 // BundleEndpointAddr is the address the bundle endpoint listens on ("" before Serve, or without
@@ -309,9 +343,12 @@ func (rt *Runtime) Partners() []pki.RefreshStatus {
 	if rt.federation == nil {
 		return nil
 	}
-	out := make([]pki.RefreshStatus, 0, len(rt.federation.refreshers))
-	for _, r := range rt.federation.refreshers {
-		out = append(out, r.Status())
+	fed := rt.federation
+	fed.mu.Lock()
+	defer fed.mu.Unlock()
+	out := make([]pki.RefreshStatus, 0, len(fed.order))
+	for _, td := range fed.order {
+		out = append(out, fed.partners[td].r.Status())
 	}
 	return out
 }
@@ -319,28 +356,23 @@ func (rt *Runtime) Partners() []pki.RefreshStatus {
 // buildFederation installs static and cached or bootstrap bundles in bundles and prepares a
 // refresher per partner endpoint and the gateway's own bundle endpoint.
 func (rt *Runtime) buildFederation(c *Config, own spiffeid.TrustDomain) (*federation, error) {
-	fed := &federation{}
-	logger := rt.logger.With("component", "federation")
-	cacheDir := c.FederationCacheDir()
+	fed := &federation{partners: map[spiffeid.TrustDomain]*partnerRun{}}
 	for _, f := range c.Federation {
 		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
-		r, err := f.Trust(rt.Bundles, TrustOptions{
-			CacheDir: cacheDir, Refresh: c.FederationRefresh, Logger: logger,
-			OnUpdate:  func(b *spiffebundle.Bundle) { rt.bundleUpdated(cacheDir, b) },
-			OnFailure: func(err error, failures int) { rt.bundleFailing(td, err, failures) },
-		})
+		r, err := rt.trustPartner(c, f)
 		if err != nil {
 			return nil, err
 		}
+		fed.partners[td] = &partnerRun{r: r}
 		if r != nil {
-			fed.refreshers = append(fed.refreshers, r)
+			fed.order = append(fed.order, td)
 		}
 	}
 	if e := c.BundleEndpoint; e != nil {
 		ep, err := pki.NewBundleEndpoint(pki.BundleEndpointOptions{
 			TrustDomain: own, Roots: func() []*x509.Certificate { return rt.Bundles.Roots(own) },
 			Profile: e.Profile, Source: rt.Source, CertFile: e.CertFile, KeyFile: e.KeyFile,
-			RefreshHint: e.RefreshHint, Logger: logger,
+			RefreshHint: e.RefreshHint, Logger: rt.logger.With("component", "federation"),
 		})
 		if err != nil {
 			return nil, err
@@ -492,12 +524,13 @@ func (rt *Runtime) bundleFailing(td spiffeid.TrustDomain, err error, failures in
 	}
 }
 
-// federationChanged tells an officer who edited the federation (for example with `ztgate pki
-// federate add`) and sent SIGHUP that partners are read at start: the running set stays.
-func (rt *Runtime) federationChanged(c *Config) error {
-	if !reflect.DeepEqual(c.Federation, rt.Config.Federation) || !reflect.DeepEqual(c.BundleEndpoint, rt.Config.BundleEndpoint) ||
+// restartNeeded tells an officer who edited the identity, bundle endpoint or refresh bounds and
+// sent SIGHUP that those are read at start: the running ones stay. (The partner list is applied
+// by reloadFederation.)
+func (rt *Runtime) restartNeeded(c *Config) error {
+	if !reflect.DeepEqual(c.BundleEndpoint, rt.Config.BundleEndpoint) ||
 		c.FederationRefresh != rt.Config.FederationRefresh || c.Identity != rt.Config.Identity {
-		return errors.New("identity, federation, federation_refresh or bundle_endpoint changed: partners and identity are read at start, restart the gateway to apply them (the running ones stay)")
+		return errors.New("identity, federation_refresh or bundle_endpoint changed: they are read at start, restart the gateway to apply them (the running ones stay)")
 	}
 	return nil
 }
@@ -517,8 +550,23 @@ func (fed *federation) run(ctx context.Context) error {
 		fed.addr.Store(&addr)
 		go func() { _ = fed.endpoint.Serve(ctx, ln) }()
 	}
-	for _, r := range fed.refreshers {
-		go func() { _ = r.Run(ctx) }()
+	fed.mu.Lock()
+	defer fed.mu.Unlock()
+	fed.ctx = ctx
+	for _, p := range fed.partners {
+		p.start(ctx)
 	}
 	return nil
+}
+
+// trustPartner installs one partner's bundle in the gateway's bundles and returns its refresher
+// (nil for a static bundle file).
+func (rt *Runtime) trustPartner(c *Config, f Federation) (*pki.Refresher, error) {
+	td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
+	cacheDir := c.FederationCacheDir()
+	return f.Trust(rt.Bundles, TrustOptions{
+		CacheDir: cacheDir, Refresh: c.FederationRefresh, Logger: rt.logger.With("component", "federation"),
+		OnUpdate:  func(b *spiffebundle.Bundle) { rt.bundleUpdated(cacheDir, b) },
+		OnFailure: func(err error, failures int) { rt.bundleFailing(td, err, failures) },
+	})
 }

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -166,4 +167,82 @@ func h3(t *testing.T, tlsConf *tls.Config) *http.Client {
 	tr := &http3.Transport{TLSClientConfig: tlsConf}
 	t.Cleanup(func() { tr.Close() })
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// TestReloadFederationPartly reloads a federation list in which one change cannot be made: the
+// partner whose bundle file is unreadable is not added and the error names it, while the other
+// changes (a new trust level, a removal) take effect.
+func TestReloadFederationPartly(t *testing.T) {
+	dir := t.TempDir()
+	city, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := pki.InitCA(filepath.Join(dir, "a"), spiffeid.RequireTrustDomainFromString("hospital-a.example.sg"), time.Now())
+	b, _ := pki.InitCA(filepath.Join(dir, "b"), spiffeid.RequireTrustDomainFromString("hospital-b.example.th"), time.Now())
+	os.MkdirAll(filepath.Join(dir, "policy"), 0o755)
+	os.WriteFile(filepath.Join(dir, "policy", "echo.rego"), []byte(`package ztgate
+
+decision := {"allow": false, "reasons": [{"code": "echo", "message": json.marshal(input.source.attributes)}]}
+`), 0o644)
+	fedA := gateway.Federation{TrustDomain: "hospital-a.example.sg", BundleFile: filepath.Join(dir, "a", pki.BundleFile), TrustLevel: "trusted", Country: "SG"}
+	fedB := gateway.Federation{TrustDomain: "hospital-b.example.th", BundleFile: filepath.Join(dir, "b", pki.BundleFile)}
+	cfg := &gateway.Config{
+		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(dir, "ca"),
+		Policy:     gateway.PolicyConfig{Bundle: filepath.Join(dir, "policy")},
+		Audit:      gateway.AuditConfig{Path: filepath.Join(dir, "audit.db")},
+		Federation: []gateway.Federation{fedA, fedB},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rt, err := gateway.Build(ctx, cfg, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Serve(ctx, pc)
+	ask := func(ca *pki.CA, id string) (int, string, error) {
+		svid, err := ca.Issue(spiffeid.RequireFromString(id), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := pki.NewTrustBundles()
+		roots.Set(city.TrustDomain(), city.Roots())
+		tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), roots, []string{wire.ALPNH3},
+			spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+		resp, err := h3(t, tlsConf).Get("https://" + pc.LocalAddr().String() + "/health.records/Patient/1")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), nil
+	}
+	if _, body, err := ask(b, "spiffe://hospital-b.example.th/ehr"); err != nil || !strings.Contains(body, `{\"federated\":true}`) {
+		t.Fatalf("hospital B before the reload: %v %s", err, body)
+	}
+
+	next := *cfg
+	next.Federation = []gateway.Federation{
+		{TrustDomain: fedA.TrustDomain, BundleFile: fedA.BundleFile, TrustLevel: "restricted", Country: "SG"},
+		{TrustDomain: "hospital-c.example.my", BundleFile: filepath.Join(dir, "missing.pem")},
+	}
+	err = rt.Reload(ctx, &next)
+	if err == nil || !strings.Contains(err.Error(), "hospital-c.example.my: not added") {
+		t.Fatalf("reload: %v; want hospital C not added", err)
+	}
+	if _, body, err := ask(a, "spiffe://hospital-a.example.sg/ehr"); err != nil || !strings.Contains(body, `\"trust_level\":\"restricted\"`) {
+		t.Errorf("hospital A after the reload: %v %s; want trust_level restricted", err, body)
+	}
+	if _, body, err := ask(b, "spiffe://hospital-b.example.th/ehr"); err == nil {
+		t.Errorf("hospital B after its removal: %s; want the handshake refused", body)
+	}
+	got := rt.Config.Federation
+	if len(got) != 1 || got[0].TrustDomain != fedA.TrustDomain || got[0].TrustLevel != "restricted" {
+		t.Errorf("federation in force after the reload: %+v", got)
+	}
 }

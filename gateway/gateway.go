@@ -116,6 +116,7 @@ type Gateway struct {
 	// revocations is the revocation list in force (nil: none); live finds the connections it closes.
 	revocations atomic.Pointer[pki.RevocationList]
 	live        liveConns
+	peerAttrs   atomic.Pointer[map[spiffeid.TrustDomain]map[string]any]
 }
 
 // New validates opts and builds a Gateway.
@@ -143,6 +144,8 @@ func New(opts Options) (*Gateway, error) {
 		routes:  newRoutes(),
 		authLog: rate.NewLimiter(DefaultAuthAuditRate, DefaultAuthAuditRate),
 	}
+	attrs := opts.PeerAttributes
+	g.peerAttrs.Store(&attrs)
 	g.policy = newDecisionPool(opts.Policy, 0)
 	if opts.Rollout != nil {
 		g.candidate = newDecisionPool(opts.Rollout.Candidate, 0)
@@ -637,9 +640,15 @@ func (g *Gateway) verifyPeer(ctx context.Context, raw [][]byte, remote string) e
 	return err
 }
 
+// SetPeerAttributes replaces what the configuration says of peers' trust domains (a reloaded
+// federation list); the exchanges decided from now on see it.
+func (g *Gateway) SetPeerAttributes(m map[spiffeid.TrustDomain]map[string]any) {
+	g.peerAttrs.Store(&m)
+}
+
 // peerAttributes is a fresh copy of what the configuration says of td (never nil).
 func (g *Gateway) peerAttributes(td spiffeid.TrustDomain) map[string]any {
-	a := g.opts.PeerAttributes[td]
+	a := (*g.peerAttrs.Load())[td]
 	out := make(map[string]any, len(a))
 	for k, v := range a {
 		out[k] = v

@@ -17,11 +17,12 @@ func (rt *Runtime) buildIdentity(ctx context.Context, id spiffeid.ID, ttl time.D
 	c := rt.Config
 	if c.Identity.SPIRE() {
 		attrs := c.peerAttributes()
+		rt.federated.Store(&attrs)
 		s, err := pki.NewSPIRESource(ctx, pki.SPIREOptions{
 			Addr: c.Identity.Socket, ID: id, Bundles: rt.Bundles,
 			// A partner in the federation list is federated by the gateway; SPIRE's bundle for
 			// it, if any, is ignored, so each trust domain has one owner.
-			Managed: func(td spiffeid.TrustDomain) bool { _, ok := attrs[td]; return ok },
+			Managed: func(td spiffeid.TrustDomain) bool { _, ok := (*rt.federated.Load())[td]; return ok },
 			Logger:  rt.logger.With("component", "spire"),
 		})
 		if err != nil {

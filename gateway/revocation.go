@@ -34,6 +34,8 @@ const (
 	DefaultMaxClosedListed = 32
 	// closeRevoked is the QUIC application error code of a connection closed by a revocation.
 	closeRevoked = 0x14
+	// closeDefederated closes the connections of a partner taken out of the federation list.
+	closeDefederated = 0x15
 )
 
 // RevocationSeenFile, beside the audit key, holds the last revocation list the gateway accepted,
@@ -80,6 +82,31 @@ func (l *liveConns) closeRevoked(list *pki.RevocationList) []peer {
 		c.CloseWithError(closeRevoked, "revoked")
 	}
 	return peers
+}
+
+// closeTrustDomain closes every connection of a peer in td and returns their peers.
+func (l *liveConns) closeTrustDomain(td spiffeid.TrustDomain, code quic.ApplicationErrorCode, why string) []peer {
+	l.mu.Lock()
+	var hit []*quic.Conn
+	var peers []peer
+	for c, p := range l.m {
+		if p.id.TrustDomain() == td {
+			hit = append(hit, c)
+			peers = append(peers, p)
+			delete(l.m, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range hit {
+		c.CloseWithError(code, why)
+	}
+	return peers
+}
+
+// CloseTrustDomain closes the live connections of every peer in td (a partner no longer
+// federated) and returns how many it closed.
+func (g *Gateway) CloseTrustDomain(td spiffeid.TrustDomain) int {
+	return len(g.live.closeTrustDomain(td, closeDefederated, "trust domain no longer federated"))
 }
 
 // revokedErr is the handshake refusal for a peer the current list revokes, or nil.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -477,6 +478,111 @@ federation_refresh:
 	}
 	if allowed != 2 {
 		t.Fatalf("%d allowed exchanges of %s in the city's log, want 2", allowed, ehr)
+	}
+	mustRun(t, "audit", "verify", "--db", filepath.Join(dir, "state", "audit.db"), "--key", filepath.Join(dir, "state", audit.VerifierKeyFile))
+}
+
+// TestFederationReload federates, re-levels and de-federates a partner hospital on a running city
+// gateway with `ztgate pki federate` and SIGHUP: the partner's consumer is refused, then served,
+// then refused by policy on the same connection once its trust level drops, then cut off — its
+// live connection closed and new handshakes refused — with each change in the audit log.
+func TestFederationReload(t *testing.T) {
+	hosp := startHospital(t, "hospital-e", "hospital-e.example.de", "DE", nil)
+	dir := t.TempDir()
+	mustRun(t, "pki", "init", "--dir", filepath.Join(dir, "ca"), "--trust-domain", cityTD)
+	cityCA, err := pki.LoadCA(filepath.Join(dir, "ca"), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, _ := filepath.Abs("../policies/city")
+	addr := freeUDP(t)
+	cfg := writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
+spiffe_id: %s
+country: VN
+ca_dir: ca
+policy:
+  bundle: %s
+  deadline: 200ms
+audit:
+  path: state/audit.db
+`, addr, gatewayID, bundle))
+	gw := start(t, "city-gateway", "gateway", "--config", cfg)
+	gw.waitFor(t, `gateway listening`, 30*time.Second)
+	records := jsonBackend(t)
+	state := filepath.Join(dir, "health")
+	mustRun(t, "pki", "issue", "--ca", filepath.Join(dir, "ca"), "--spiffe-id", healthID, "--out", state)
+	provider := start(t, "connect-health", "connect", "--config", writeFile(t, filepath.Join(dir, "health.yaml"),
+		fmt.Sprintf("gateway: %s\nspiffe_id: %s\nstate_dir: %s\nexpose:\n  health.records: %s\n", addr, healthID, state, records.url)))
+	provider.waitFor(t, `connected to gateway`, 30*time.Second)
+
+	client := partnerClient(t, hosp.svid("ca", hosp.ehrID()), cityCA.Roots())
+	get := func() result {
+		return do(client, "GET", "https://"+addr+"/health.records/Patient/9", "treatment", nil, nil)
+	}
+	add := func(level string) {
+		mustRun(t, "pki", "federate", "add", "--config", cfg, "--trust-domain", hosp.td, "--url", hosp.endpoint,
+			"--profile", "https_spiffe", "--endpoint-spiffe-id", hosp.gatewayID(), "--bootstrap-bundle", filepath.Join(hosp.dir, "ca", pki.BundleFile),
+			"--trust-level", level, "--country", "DE")
+	}
+	hup := func() {
+		if err := gw.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if r := get(); r.err == nil {
+		t.Fatalf("a trust domain not federated yet: %d %s; want the handshake refused", r.status, r.body)
+	}
+
+	add("trusted")
+	hup()
+	gw.waitFor(t, `msg="federated trust domain added"[^\n]*trust_domain=hospital-e.example.de[^\n]*trust_level=trusted`, 30*time.Second)
+	gw.waitFor(t, `msg="federated bundle updated"[^\n]*trust_domain=hospital-e.example.de`, 30*time.Second)
+	if r := get(); r.err != nil || r.status != 200 || !strings.Contains(r.body, hosp.ehrID()) {
+		t.Fatalf("after federating: %v %d %s", r.err, r.status, r.body)
+	}
+
+	// The officer lowers the hospital to partner: same bundle source, new attributes.
+	mustRun(t, "pki", "federate", "remove", "--config", cfg, "--trust-domain", hosp.td)
+	add("partner")
+	hup()
+	gw.waitFor(t, `msg="federated trust domain's attributes changed"[^\n]*trust_level=partner`, 30*time.Second)
+	if r := get(); r.err != nil || r.status != 403 || !strings.Contains(r.body, "classification_too_high") {
+		t.Fatalf("after lowering the trust level: %v %d %s; want 403 on the same connection", r.err, r.status, r.body)
+	}
+	if n := gw.countMatches(`msg="federated trust domain removed"`); n != 0 {
+		t.Fatalf("a trust level change dropped the partner's bundle:\n%s", gw.out.String())
+	}
+
+	mustRun(t, "pki", "federate", "remove", "--config", cfg, "--trust-domain", hosp.td)
+	hup()
+	gw.waitFor(t, `msg="federated trust domain removed"[^\n]*trust_domain=hospital-e.example.de[^\n]*connections_closed=1`, 30*time.Second)
+	if r := get(); r.err == nil {
+		t.Fatalf("after de-federating: %d %s; want the connection closed and the handshake refused", r.status, r.body)
+	}
+	fresh := partnerClient(t, hosp.svid("ca", hosp.ehrID()), cityCA.Roots())
+	if r := do(fresh, "GET", "https://"+addr+"/health.records/Patient/9", "treatment", nil, nil); r.err == nil {
+		t.Fatalf("a new connection after de-federating: %d %s", r.status, r.body)
+	}
+
+	gw.stop()
+	var notes []string
+	if err := audit.ReadRecords(context.Background(), filepath.Join(dir, "state", "audit.db"), func(r *audit.Record) error {
+		if r.Kind == audit.KindNote && strings.HasPrefix(r.Note, "federation: ") {
+			notes = append(notes, r.Note)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"federation: hospital-e.example.de added", `federation: hospital-e.example.de trust level "partner"`, "federation: hospital-e.example.de removed"}
+	if len(notes) != len(want) {
+		t.Fatalf("federation notes %q, want %d", notes, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(notes[i], w) {
+			t.Errorf("note %d: %q, want %q…", i, notes[i], w)
+		}
 	}
 	mustRun(t, "audit", "verify", "--db", filepath.Join(dir, "state", "audit.db"), "--key", filepath.Join(dir, "state", audit.VerifierKeyFile))
 }

@@ -26,7 +26,8 @@ func cmdPKIFederate(ctx context.Context, env *Env, args []string) error {
 Edits the federation list of a gateway config: which partner trust domains the gateway trusts,
 where their bundles come from, and the trust level and country policy sees for them. The file
 is edited as YAML (comments stay) and replaced atomically only if the result is a valid config.
-The gateway reads partners at start: restart it to apply a change.
+A running gateway applies the change on SIGHUP: partners added are trusted, partners removed
+are refused and their live connections closed, each change recorded in the audit log.
 `)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
@@ -78,13 +79,13 @@ is refused: remove it first.`)
 	if err := gateway.AddPartner(*cfg, f); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "added %s to %s; restart the gateway to apply\n", *td, *cfg)
+	fmt.Fprintf(env.Stdout, "added %s to %s; send the gateway SIGHUP to apply\n", *td, *cfg)
 	return nil
 }
 
 func cmdFederateRemove(env *Env, args []string) error {
 	fs := flags(env, "pki federate remove", "--config gateway.yaml --trust-domain TD",
-		"Removes a partner trust domain from the gateway's federation list, and its kept bundle. After a restart its peers are refused.")
+		"Removes a partner trust domain from the gateway's federation list, and its kept bundle. On SIGHUP the gateway refuses its peers and closes their connections.")
 	cfg := fs.String("config", "", "gateway config file (YAML)")
 	td := fs.String("trust-domain", "", "partner trust domain")
 	if err := parse(fs, args); err != nil {
@@ -96,7 +97,7 @@ func cmdFederateRemove(env *Env, args []string) error {
 	if err := gateway.RemovePartner(*cfg, *td); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "removed %s from %s; restart the gateway to apply\n", *td, *cfg)
+	fmt.Fprintf(env.Stdout, "removed %s from %s; send the gateway SIGHUP to apply\n", *td, *cfg)
 	return nil
 }
 
