@@ -519,21 +519,24 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	rec := &audit.Record{Kind: "enrol", Time: g.now().UTC(), Gateway: g.opts.ID.String(), Remote: conn.RemoteAddr().String(), Note: "join token"}
 	if g.opts.Issuer == nil || g.opts.Ledger == nil {
 		g.refuseStream(str, CodeDenied, cmp.Or(g.opts.IssuerRefusal, "this gateway does not enrol"))
-		// Closing the connection at once could discard the answer in flight; the newcomer
-		// closes it once it has read why.
 		str.Close()
-		select {
-		case <-conn.Context().Done():
-		case <-time.After(DefaultFirstFrameTimeout):
-		}
+		lingerForPeer(conn)
 		return
 	}
-	chain, id, err := g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL)
+	var chain []*x509.Certificate
+	var id spiffeid.ID
+	code := "bad_join_token"
+	if jt, rerr := g.tokenRevoked(e.Token); rerr != nil {
+		// The identity was revoked after the token was made: the token enrols nobody.
+		id, err, code = jt.SPIFFEID, rerr, pki.CodeRevoked
+	} else {
+		chain, id, err = g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL)
+	}
 	if !id.IsZero() {
 		rec.Source = id.String()
 	}
 	if err != nil {
-		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: signRefusal(err, "bad_join_token"), Message: err.Error()}}
+		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: signRefusal(err, code), Message: err.Error()}}
 	} else {
 		rec.Decision = "allow"
 	}
@@ -542,11 +545,15 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 		// recorded up to a rate and counted beyond it.
 		g.authDropped.Add(1)
 		g.refuseStream(str, CodeDenied, err.Error())
+		str.Close()
+		lingerForPeer(conn)
 		return
 	}
 	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
 		g.logger.ErrorContext(ctx, "audit log unavailable: refusing enrolment", "err", aerr)
 		g.refuseStream(str, CodeUnavailable, "audit log unavailable")
+		str.Close()
+		lingerForPeer(conn)
 		return
 	}
 	if err != nil {
@@ -556,16 +563,37 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 			code = CodeUnavailable
 		}
 		g.refuseStream(str, code, err.Error())
+		str.Close()
+		lingerForPeer(conn) // so the newcomer reads why
 		return
 	}
 	g.logger.InfoContext(ctx, "participant enrolled", "id", id.String())
 	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, g.opts.Issuer.Roots()))
 	str.Close()
-	// Closing the connection now could drop the answer in flight; the newcomer closes it.
+	lingerForPeer(conn)
+}
+
+// lingerForPeer waits, bounded, for the peer to close an enrolment connection: closing it at once
+// could drop the answer (an SVID or why there is none) still in flight.
+func lingerForPeer(conn *quic.Conn) {
 	select {
 	case <-conn.Context().Done():
 	case <-time.After(DefaultFirstFrameTimeout):
 	}
+}
+
+// tokenRevoked refuses a join token for an identity revoked after the token was made (a token
+// that does not say when it was made counts as made as early as it can have been). The token is
+// only parsed here; Redeem verifies it.
+func (g *Gateway) tokenRevoked(token string) (pki.JoinToken, error) {
+	jt, err := pki.ParseJoinToken(token)
+	if err != nil {
+		return jt, nil
+	}
+	if r, ok := g.revocations.Load().Revoked(jt.SPIFFEID, &x509.Certificate{NotBefore: jt.IssuedAt}); ok {
+		return jt, &pki.PeerError{Code: pki.CodeRevoked, Err: fmt.Errorf("join token for %s made before its revocation at %s: %s", jt.SPIFFEID, r.RevokedAt.UTC().Format(time.RFC3339), r.Reason)}
+	}
+	return jt, nil
 }
 
 // serverTLSConfig requires TLS 1.3 and a client SVID verified against its own trust domain's bundle,

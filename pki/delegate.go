@@ -28,10 +28,7 @@ func (ca *CA) RedeemWith(signer Issuer, ledger *TokenLedger, token string, csrDE
 	if _, err := parseCSR(csrDER); err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token: %w", err)
 	}
-	if err := ledger.consume(jt.ID, jt.Expires, ca.now()); err != nil {
-		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token for %s: %w", jt.SPIFFEID, err)
-	}
-	certs, err := signer.Sign(csrDER, jt.SPIFFEID, ttl)
+	certs, err := ledger.redeem(jt, ca.now(), func() ([]*x509.Certificate, error) { return signer.Sign(csrDER, jt.SPIFFEID, ttl) })
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token for %s: %w", jt.SPIFFEID, err)
 	}

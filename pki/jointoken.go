@@ -46,12 +46,16 @@ type JoinToken struct {
 	SPIFFEID   spiffeid.ID
 	Expires    time.Time
 	RootSHA256 string // lowercase hex SHA-256 of the issuing CA's root DER
+	// IssuedAt is when the token was made; for a token that does not say, the earliest it
+	// can have been (Expires - MaxJoinTokenTTL), so a revocation never misses it.
+	IssuedAt time.Time
 }
 
 type joinTokenPayload struct {
 	ID         string `json:"id"`
 	SPIFFEID   string `json:"spiffe_id"`
 	Exp        int64  `json:"exp"`
+	Iat        int64  `json:"iat,omitempty"`
 	RootSHA256 string `json:"root_sha256"`
 }
 
@@ -77,6 +81,7 @@ func (ca *CA) NewJoinToken(id spiffeid.ID, ttl time.Duration) (string, error) {
 		ID:         hex.EncodeToString(rnd[:]),
 		SPIFFEID:   id.String(),
 		Exp:        ca.now().Add(ttl).Unix(),
+		Iat:        ca.now().Unix(),
 		RootSHA256: ca.rootSHA256,
 	})
 	if err != nil {
@@ -163,7 +168,10 @@ func splitJoinToken(s string) (jt JoinToken, signed string, sig []byte, err erro
 	if err != nil || id.Path() == "" {
 		return JoinToken{}, "", nil, fmt.Errorf("%w: bad spiffe_id %q", ErrTokenInvalid, p.SPIFFEID)
 	}
-	jt = JoinToken{ID: p.ID, SPIFFEID: id, Expires: time.Unix(p.Exp, 0), RootSHA256: p.RootSHA256}
+	jt = JoinToken{ID: p.ID, SPIFFEID: id, Expires: time.Unix(p.Exp, 0), RootSHA256: p.RootSHA256, IssuedAt: time.Unix(p.Iat, 0)}
+	if p.Iat <= 0 || p.Iat > p.Exp {
+		jt.IssuedAt = jt.Expires.Add(-MaxJoinTokenTTL)
+	}
 	return jt, joinTokenPrefix + payloadB64, sig, nil
 }
 
@@ -194,9 +202,9 @@ func (ca *CA) VerifyJoinToken(token string) (JoinToken, error) {
 // verifies the token (signature by this CA's intermediate, root pin, trust
 // domain, expiry) and the request, records the token in ledger so it never
 // works again (ErrTokenUsed), then signs. It returns the leaf and intermediate
-// and the SPIFFE ID the token granted. A token is spent once it is recorded,
-// even if signing then fails: doubt costs the newcomer a new token, never a
-// second identity.
+// and the SPIFFE ID the token granted. The token is held while signing and
+// recorded as spent before the SVID is returned; if signing fails it is not
+// spent, and the newcomer tries it again.
 func (ca *CA) Redeem(ledger *TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error) {
 	if ledger == nil {
 		return nil, spiffeid.ID{}, errors.New("redeeming join token: no ledger")
@@ -209,10 +217,7 @@ func (ca *CA) Redeem(ledger *TokenLedger, token string, csrDER []byte, ttl time.
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token: %w", err)
 	}
-	if err := ledger.consume(jt.ID, jt.Expires, ca.now()); err != nil {
-		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token for %s: %w", jt.SPIFFEID, err)
-	}
-	certs, err := ca.issue(pub, jt.SPIFFEID, ttl)
+	certs, err := ledger.redeem(jt, ca.now(), func() ([]*x509.Certificate, error) { return ca.issue(pub, jt.SPIFFEID, ttl) })
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token for %s: %w", jt.SPIFFEID, err)
 	}

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -289,5 +290,121 @@ func TestTokenLedgerBounded(t *testing.T) {
 	}
 	if err := l.consume(id(2), later.Add(time.Hour), later); !errors.Is(err, ErrTokenUsed) {
 		t.Errorf("unexpired entry lost in compaction: %v", err)
+	}
+}
+
+// flakySigner is the CA's own signing behind an issuer that can be down (Vault sealed) or slow.
+type flakySigner struct {
+	ca    *CA
+	err   error
+	delay chan struct{} // when set, Sign waits for it
+}
+
+func (s *flakySigner) TrustDomain() spiffeid.TrustDomain { return s.ca.TrustDomain() }
+
+func (s *flakySigner) Sign(csr []byte, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
+	if s.delay != nil {
+		<-s.delay
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s.ca.Sign(csr, id, ttl)
+}
+
+// A token whose redemption fails at the issuer is not spent: the newcomer uses it again once the
+// issuer is back. While one redemption signs, a second of the same token is refused.
+func TestJoinTokenSurvivesIssuerOutage(t *testing.T) {
+	ca, _ := newTestCA(t, cityTD, time.Now)
+	path := filepath.Join(t.TempDir(), "ledger")
+	ledger := openLedger(t, path)
+	id := spiffeid.RequireFromPath(cityTD, "/dept/health")
+	tok, err := ca.NewJoinToken(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _, err := NewCSR(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := &flakySigner{ca: ca, err: errors.New("vault is sealed")}
+	if _, _, err := ca.RedeemWith(down, ledger, tok, csr, time.Hour); err == nil || !strings.Contains(err.Error(), "vault is sealed") {
+		t.Fatalf("redeeming while the issuer is down: %v", err)
+	}
+	if ledger.Len() != 0 {
+		t.Fatalf("the failed redemption was recorded (%d entries)", ledger.Len())
+	}
+
+	slow := &flakySigner{ca: ca, delay: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, got, err := ca.RedeemWith(slow, ledger, tok, csr, time.Hour)
+		if err == nil && got != id {
+			err = fmt.Errorf("granted %s", got)
+		}
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ledger.mu.Lock()
+		held := ledger.held[mustParse(t, tok).ID]
+		ledger.mu.Unlock()
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first redemption never held the token")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := ca.RedeemWith(ca, ledger, tok, csr, time.Hour); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("a second redemption while the first signs: %v, want ErrTokenUsed", err)
+	}
+	close(slow.delay)
+	if err := <-done; err != nil {
+		t.Fatalf("redeeming once the issuer is back: %v", err)
+	}
+	if _, _, err := ca.Redeem(ledger, tok, csr, time.Hour); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("a third redemption: %v, want ErrTokenUsed", err)
+	}
+	// The spend is durable.
+	ledger.Close()
+	if _, _, err := ca.Redeem(openLedger(t, path), tok, csr, time.Hour); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("after reopening the ledger: %v, want ErrTokenUsed", err)
+	}
+}
+
+func mustParse(t *testing.T, tok string) JoinToken {
+	t.Helper()
+	jt, err := ParseJoinToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jt
+}
+
+// Tokens say when they were made; one that does not is taken as made as early as it can have been.
+func TestJoinTokenIssuedAt(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	ca, _ := newTestCA(t, cityTD, func() time.Time { return now })
+	tok, err := ca.NewJoinToken(spiffeid.RequireFromPath(cityTD, "/dept/health"), 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jt := mustParse(t, tok)
+	if !jt.IssuedAt.Equal(now) || !jt.Expires.Equal(now.Add(10*time.Minute)) {
+		t.Fatalf("issued at %s, expires %s; want %s and 10 minutes later", jt.IssuedAt, jt.Expires, now)
+	}
+	// A token without iat (made before tokens carried it).
+	payload, _ := json.Marshal(map[string]any{"id": jt.ID, "spiffe_id": jt.SPIFFEID.String(), "exp": jt.Expires.Unix(), "root_sha256": jt.RootSHA256})
+	old, err := ca.signCompact(joinTokenPrefix + base64.RawURLEncoding.EncodeToString(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustParse(t, old).IssuedAt; !got.Equal(jt.Expires.Add(-MaxJoinTokenTTL)) {
+		t.Fatalf("a token without iat is taken as issued at %s, want %s", got, jt.Expires.Add(-MaxJoinTokenTTL))
+	}
+	if _, err := ca.VerifyJoinToken(old); err != nil {
+		t.Fatalf("a token without iat no longer verifies: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/x509"
 	"github.com/ztgate/ztgate/internal/atomicfile"
 
 	"bytes"
@@ -34,6 +35,8 @@ type TokenLedger struct {
 	path string
 	f    *os.File
 	used map[string]time.Time // token ID → token expiry
+	// held are tokens being redeemed: signing is under way, the redemption not yet recorded.
+	held map[string]bool
 	max  int
 	now  func() time.Time
 }
@@ -145,6 +148,19 @@ func (l *TokenLedger) Close() error {
 // consume records token id (expiring at exp) as used, durably, or reports
 // ErrTokenUsed if it already was.
 func (l *TokenLedger) consume(id string, exp, now time.Time) error {
+	if err := l.hold(id, now); err != nil {
+		return err
+	}
+	if err := l.commit(id, exp); err != nil {
+		l.release(id)
+		return err
+	}
+	return nil
+}
+
+// hold claims token id for one redemption in progress: a second redemption of it is refused
+// (ErrTokenUsed) until release, and for good after commit.
+func (l *TokenLedger) hold(id string, now time.Time) error {
 	if !isLowerHex(id, 2*tokenIDBytes) {
 		return ErrTokenInvalid
 	}
@@ -153,16 +169,34 @@ func (l *TokenLedger) consume(id string, exp, now time.Time) error {
 	if l.f == nil {
 		return errors.New("token ledger closed")
 	}
-	if _, ok := l.used[id]; ok {
+	if _, ok := l.used[id]; ok || l.held[id] {
 		return ErrTokenUsed
 	}
-	if len(l.used) >= l.max {
+	if len(l.used)+len(l.held) >= l.max {
 		if err := l.pruneLocked(now); err != nil {
 			return err
 		}
-		if len(l.used) >= l.max {
+		if len(l.used)+len(l.held) >= l.max {
 			return ErrLedgerFull
 		}
+	}
+	if l.held == nil {
+		l.held = map[string]bool{}
+	}
+	l.held[id] = true
+	return nil
+}
+
+// commit records the held token id (expiring at exp) as used, durably; only then may the SVID
+// it was redeemed for leave the process.
+func (l *TokenLedger) commit(id string, exp time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held[id] {
+		return errors.New("recording redemption: token not held")
+	}
+	if l.f == nil {
+		return errors.New("token ledger closed")
 	}
 	if _, err := fmt.Fprintf(l.f, "%s %d\n", id, exp.Unix()); err != nil {
 		return fmt.Errorf("recording redemption: %w", err)
@@ -170,8 +204,36 @@ func (l *TokenLedger) consume(id string, exp, now time.Time) error {
 	if err := l.f.Sync(); err != nil {
 		return fmt.Errorf("recording redemption: %w", err)
 	}
+	delete(l.held, id)
 	l.used[id] = exp
 	return nil
+}
+
+// release gives a held token back, unspent: its redemption failed before anything was issued.
+func (l *TokenLedger) release(id string) {
+	l.mu.Lock()
+	delete(l.held, id)
+	l.mu.Unlock()
+}
+
+// redeem holds token jt, has sign make the SVID, and records the token as used before returning
+// it. A token whose signing fails (the issuer unavailable) is not spent: the newcomer tries the
+// same token again. The SVID never leaves the process unless the token is recorded, so one token
+// never yields two identities.
+func (l *TokenLedger) redeem(jt JoinToken, now time.Time, sign func() ([]*x509.Certificate, error)) ([]*x509.Certificate, error) {
+	if err := l.hold(jt.ID, now); err != nil {
+		return nil, err
+	}
+	certs, err := sign()
+	if err != nil {
+		l.release(jt.ID)
+		return nil, err
+	}
+	if err := l.commit(jt.ID, jt.Expires); err != nil {
+		l.release(jt.ID)
+		return nil, err
+	}
+	return certs, nil
 }
 
 // pruneLocked forgets expired entries and compacts the file.

@@ -268,3 +268,48 @@ func TestRevocationListRefused(t *testing.T) {
 		t.Errorf("validate with a forged revocation list: %v\n%s", err, out)
 	}
 }
+
+// TestRevocationCoversUnspentTokens: a join token made before its identity was revoked enrols
+// nobody, and is not spent by trying; a token made after the revocation enrols (the officer
+// re-admits the identity).
+func TestRevocationCoversUnspentTokens(t *testing.T) {
+	f := newFleet(t, 1)
+	old := strings.TrimSpace(mustRun(t, "pki", "token", "--ca", f.caDir, "--spiffe-id", healthID, "--ttl", "10m"))
+	time.Sleep(1100 * time.Millisecond) // tokens carry whole seconds
+	mustRun(t, "pki", "revoke", "--ca", f.caDir, "--spiffe-id", healthID, "--reason", "laptop lost", "--by", "tests")
+	f.gws[0].waitFor(t, `revocation list in force.*sequence=2`, 10*time.Second)
+	connCfg := func(name, token string) string {
+		return writeFile(t, filepath.Join(f.dir, name+".yaml"), fmt.Sprintf("gateway: %s\nspiffe_id: %s\nstate_dir: %s\njoin_token: %s\nconsume:\n  - listen: %s\n    service: health.records\n",
+			f.addrs[0], healthID, filepath.Join(f.dir, name), token, freeTCP(t)))
+	}
+	out, err := run("connect", "--config", connCfg("old-token", old))
+	if err == nil || !strings.Contains(out, "revoked") {
+		t.Fatalf("enrolling with a token made before the revocation: %v\n%s", err, out)
+	}
+	f.gws[0].waitFor(t, `enrolment refused[^\n]*made before its revocation`, 10*time.Second)
+
+	time.Sleep(1100 * time.Millisecond)
+	fresh := strings.TrimSpace(mustRun(t, "pki", "token", "--ca", f.caDir, "--spiffe-id", healthID, "--ttl", "10m"))
+	conn := start(t, "connect-readmitted", "connect", "--config", connCfg("new-token", fresh))
+	conn.waitFor(t, `connected to gateway`, 30*time.Second)
+	conn.stop()
+	f.gws[0].stop()
+	var refused, enrolled int
+	if err := audit.ReadRecords(context.Background(), f.audit[0], func(r *audit.Record) error {
+		if r.Kind != audit.KindEnrol || r.Source != healthID || r.Note != "join token" {
+			return nil
+		}
+		switch {
+		case r.Decision == "deny" && len(r.Reasons) > 0 && r.Reasons[0].Code == pki.CodeRevoked:
+			refused++
+		case r.Decision == "allow":
+			enrolled++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if refused != 1 || enrolled != 1 {
+		t.Fatalf("enrol records for %s: %d refused as revoked, %d allowed; want 1 and 1", healthID, refused, enrolled)
+	}
+}
