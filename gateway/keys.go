@@ -177,3 +177,45 @@ func (c *Config) MigrateKeys(ctx context.Context, logger *slog.Logger) ([]string
 	caSealed, err := pki.MigrateCAKeys(c.CADir)
 	return append(sealed, caSealed...), err
 }
+
+// RewrapKeys seals the keys under this config's KEK again: every keyset of the keyring, the audit
+// log's signing key and the QUIC stateless reset key. Each is opened with this config's KEK or,
+// when from is given, with from's (the KEK a gateway used before keys.kek changed). With Vault
+// Transit, rewrapping under the same config moves every key to the Transit key's newest version.
+// The CA's keys are under the CA's own master key and are not touched. It returns the files it
+// rewrote.
+func (c *Config) RewrapKeys(ctx context.Context, from *Config, logger *slog.Logger) ([]string, error) {
+	to, _, err := c.openKEK(ctx, true, logger)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	var old tink.AEAD
+	if from != nil {
+		if old, _, err = from.openKEK(ctx, false, logger); err != nil {
+			return nil, fmt.Errorf("keys of --from: %w", err)
+		}
+	}
+	_, dir := c.KeyPaths()
+	ring, err := keyring.Open(dir, to)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	names, err := ring.Rewrap(old)
+	var done []string
+	for _, n := range names {
+		done = append(done, filepath.Join(dir, n+keyring.KeysetSuffix))
+	}
+	if err != nil {
+		return done, err
+	}
+	for _, path := range []string{filepath.Join(c.keyDir(), audit.SignerKeyFile), filepath.Join(c.keyDir(), ResetKeyFile)} {
+		did, err := keyring.RewrapSealedFile(path, old, to)
+		if err != nil {
+			return done, err
+		}
+		if did {
+			done = append(done, path)
+		}
+	}
+	return done, nil
+}

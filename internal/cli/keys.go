@@ -24,6 +24,61 @@ import (
 func init() {
 	register("pki rotate-keys", "rotate a keyring keyset in Tink's order: add, promote, disable", cmdPKIRotateKeys)
 	register("pki migrate-keys", "seal private keys kept in the clear (from before keys were sealed) under their KEK", cmdPKIMigrateKeys)
+	register("pki rewrap-keys", "seal a gateway's keys again under its KEK: a new KEK, or a Vault Transit key's newest version", cmdPKIRewrapKeys)
+}
+
+func cmdPKIRewrapKeys(ctx context.Context, env *Env, args []string) error {
+	fs := flags(env, "pki rewrap-keys", "--config gateway.yaml [--from old-gateway.yaml]",
+		`Seals every key the gateway keeps under its key-encryption key (keys.kek) again: the keyring's
+keysets, the audit log's signing key and the QUIC stateless reset key. Each is opened with the
+config's KEK or, with --from, with the KEK of the config the gateway used before.
+
+  After rotating the Vault Transit key (vault write -f transit/keys/<key>/rotate):
+      ztgate pki rewrap-keys --config gateway.yaml
+    moves every key to the newest version; then min_decryption_version may retire the old ones.
+  Moving to another KEK (the local master key to Vault Transit, or back): stop the gateway, edit
+  keys in gateway.yaml, keep the old file, then
+      ztgate pki rewrap-keys --config gateway.yaml --from old-gateway.yaml
+
+Each file is replaced atomically; an interrupted run leaves every key readable under one of the
+two KEKs and can be run again. The CA's keys are under the CA's own master key and stay as they are.`)
+	cfgPath := fs.String("config", "", "gateway config `FILE` whose KEK seals the keys")
+	fromPath := fs.String("from", "", "gateway config `FILE` whose KEK the keys are under now (default: --config)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "config"); err != nil {
+		return err
+	}
+	cfg, err := gateway.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var from *gateway.Config
+	if *fromPath != "" {
+		if from, err = gateway.LoadConfig(*fromPath); err != nil {
+			return err
+		}
+		if a, b := keyDirOf(from), keyDirOf(cfg); a != b {
+			return fmt.Errorf("--from keeps its keys in %s, --config in %s: rewrap-keys changes the KEK of one key folder", a, b)
+		}
+	}
+	done, err := cfg.RewrapKeys(ctx, from, env.Logger)
+	for _, f := range done {
+		fmt.Fprintf(env.Stdout, "rewrapped %s\n", f)
+	}
+	if err != nil {
+		return err
+	}
+	if len(done) == 0 {
+		fmt.Fprintln(env.Stdout, "no keys to rewrap")
+	}
+	return nil
+}
+
+func keyDirOf(c *gateway.Config) string {
+	_, dir := c.KeyPaths()
+	return dir
 }
 
 func cmdPKIMigrateKeys(ctx context.Context, env *Env, args []string) error {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway"
@@ -264,4 +267,73 @@ func TestPKIIssueSealed(t *testing.T) {
 	if _, err := pki.LoadSVID(state); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPKIRewrapKeys moves a gateway's keys from one local master key to another with
+// `pki rewrap-keys --from`: afterwards the gateway starts under the new KEK and not the old; a
+// second run is harmless; a keyset sealed under a third KEK stops it with the reason.
+func TestPKIRewrapKeys(t *testing.T) {
+	dir := t.TempDir()
+	bundle, _ := filepath.Abs("../../policies/city")
+	pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now())
+	base := "listen: 127.0.0.1:0\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\npolicy:\n  bundle: " + bundle + "\naudit:\n  path: state/audit.db\n"
+	oldCfg := writeTestFile(t, filepath.Join(dir, "old.yaml"), base)
+	newCfg := writeTestFile(t, filepath.Join(dir, "gateway.yaml"), base+"keys:\n  master_key: state/new-master.key\n")
+	build := func(path string) error {
+		c, err := gateway.LoadConfig(path)
+		if err != nil {
+			return err
+		}
+		rt, err := gateway.Build(context.Background(), c, nil, false)
+		if err != nil {
+			return err
+		}
+		// A keyset like the ones decisions and obligations make.
+		if _, err := keyring.NewPseudonyms(rt.Keyring).Token("planning", nil, []byte("x")); err != nil {
+			rt.Close()
+			return err
+		}
+		return rt.Close()
+	}
+	if err := build(oldCfg); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out := runMain("pki", "rewrap-keys", "--config", newCfg, "--from", oldCfg)
+	if code != 0 || !strings.Contains(out, "pseudonym-planning"+keyring.KeysetSuffix) || !strings.Contains(out, audit.SignerKeyFile) || !strings.Contains(out, gateway.ResetKeyFile) {
+		t.Fatalf("rewrap-keys --from: %d\n%s", code, out)
+	}
+	if err := build(newCfg); err != nil {
+		t.Fatalf("the gateway under the new master key: %v", err)
+	}
+	if err := build(oldCfg); err == nil || !strings.Contains(err.Error(), "does not") {
+		t.Fatalf("the gateway under the old master key after rewrapping: %v", err)
+	}
+	if code, out := runMain("pki", "rewrap-keys", "--config", newCfg, "--from", oldCfg); code != 0 {
+		t.Fatalf("a second run: %d\n%s", code, out)
+	}
+
+	other := writeTestFile(t, filepath.Join(dir, "other.yaml"), strings.Replace(base, "audit:\n  path: state/audit.db", "audit:\n  path: elsewhere/audit.db", 1))
+	if code, out := runMain("pki", "rewrap-keys", "--config", newCfg, "--from", other); code != 1 || !strings.Contains(out, "changes the KEK of one key folder") {
+		t.Errorf("--from another key folder: %d\n%s", code, out)
+	}
+	third, err := keyring.LoadOrCreateLocalKEK(filepath.Join(t.TempDir(), keyring.MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := keyring.Open(filepath.Join(dir, "state", "keyring"), third)
+	if _, err := keyring.NewPseudonyms(ring).Token("research", nil, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runMain("pki", "rewrap-keys", "--config", newCfg, "--from", oldCfg); code != 1 || !strings.Contains(out, "keyset pseudonym-research opens under neither KEK") {
+		t.Errorf("a keyset under a third KEK: %d\n%s", code, out)
+	}
+}
+
+func writeTestFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -67,7 +67,9 @@ const (
 	// bytes, so anything near this bound is not a keyset.
 	maxKeysetBytes = 1 << 20
 
-	keysetSuffix = ".keyset.json"
+	// KeysetSuffix ends the file name of every keyset in a keyring's folder.
+	KeysetSuffix = ".keyset.json"
+	keysetSuffix = KeysetSuffix
 )
 
 // LoadOrCreateLocalKEK reads the local master key at path, creating it (0600,

@@ -293,3 +293,51 @@ func rootTokenFile(b *testing.B, v *testenv.VaultServer) string {
 	}
 	return path
 }
+
+// TestTransitKeyVersionRotation follows an officer rotating the Vault Transit key: keys sealed
+// under version 1 still open after the rotation; Rewrap moves every keyset and sealed key file to
+// version 2; once min_decryption_version retires version 1 the rewrapped keyring opens and a copy
+// left under version 1 is refused, naming the Transit key.
+func TestTransitKeyVersionRotation(t *testing.T) {
+	e := newTransitEnv(t)
+	dir, kek := e.keyringWithKeyset(t)
+	sealedKey := filepath.Join(t.TempDir(), "audit.key")
+	if err := WriteSealedFile(sealedKey, kek, "ed25519", []byte("0123456789abcdef0123456789abcdef"), true); err != nil {
+		t.Fatal(err)
+	}
+	name := PseudonymKeyPrefix + "planning" + keysetSuffix
+	stale := filepath.Join(t.TempDir(), name)
+	copyFile(t, filepath.Join(dir, name), stale)
+
+	e.v.Run("write", "-f", "transit/keys/kek/rotate")
+	ring, _ := Open(dir, e.kek(t, "kek"))
+	if n, err := ring.Check(); err != nil || n != 1 {
+		t.Fatalf("version 1 keyset after the rotation: %d, %v", n, err)
+	}
+	done, err := ring.Rewrap(nil)
+	if err != nil || len(done) != 1 {
+		t.Fatalf("Rewrap = %v, %v", done, err)
+	}
+	if ct := encryptedKeyset(t, filepath.Join(dir, name)); !strings.HasPrefix(ct, "vault:v2:") {
+		t.Fatalf("rewrapped keyset is not under version 2: %.20s", ct)
+	}
+	if did, err := RewrapSealedFile(sealedKey, nil, e.kek(t, "kek")); err != nil || !did {
+		t.Fatalf("RewrapSealedFile = %v, %v", did, err)
+	}
+
+	e.v.Run("write", "transit/keys/kek/config", "min_decryption_version=2")
+	again, _ := Open(dir, e.kek(t, "kek"))
+	if _, err := again.Check(); err != nil {
+		t.Fatalf("the rewrapped keyring after version 1 was retired: %v", err)
+	}
+	if secret, err := ReadSealedFile(sealedKey, e.kek(t, "kek"), "ed25519"); err != nil || string(secret) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("the rewrapped key file after version 1 was retired: %q, %v", secret, err)
+	}
+	staleDir := filepath.Dir(stale)
+	old, _ := Open(staleDir, e.kek(t, "kek"))
+	_, err = old.Check()
+	if err == nil || !strings.Contains(err.Error(), "transit/keys/kek") {
+		t.Fatalf("a keyset left under the retired version: %v", err)
+	}
+	t.Logf("retired version: %v", err)
+}
