@@ -731,8 +731,8 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 	return errors.Join(err, <-adminDone)
 }
 
-// Reload reloads the bundles and applies the rollout list of c (a freshly read config): what SIGHUP
-// does. Changing which candidate bundle runs, or adding or removing one, needs a restart; the
+// Reload reloads the bundles and the keyring, and applies the rollout and federation lists of c (a
+// freshly read config): what SIGHUP does. Changing which candidate bundle runs, or adding or removing one, needs a restart; the
 // promotion list does not, and every change of it is in the audit log before it takes effect.
 func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 	var errs []error
@@ -742,6 +742,15 @@ func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 	if rt.Candidate != nil {
 		if err := rt.Candidate.Reload(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("candidate: %w", err))
+		}
+	}
+	if rt.Keyring != nil {
+		// `ztgate pki rotate-keys` edits the keyring on disk: promoted keys seal from now on,
+		// disabled ones stop opening.
+		if n, err := rt.Keyring.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("keyring not reloaded, the keys in use stay: %w", err))
+		} else {
+			rt.logger.InfoContext(ctx, "keyring reloaded", "keysets", n)
 		}
 	}
 	if c == nil {

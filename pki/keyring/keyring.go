@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
@@ -138,7 +139,49 @@ type Keyring struct {
 
 	mu    sync.Mutex
 	cache map[string]*keyset.Handle
+	// gen counts Reloads: Sealers and Pseudonyms drop the primitives they made when it moves.
+	gen atomic.Uint64
 }
+
+// Reload reads every keyset again from disk, as `ztgate pki rotate-keys` left them, so a running
+// gateway seals with a newly promoted key and refuses what a disabled key sealed, without a
+// restart. All keysets are opened before any is replaced: if one does not open (tampered, another
+// KEK, Vault unavailable), the keyring keeps the keysets it had and the error says why. It
+// returns how many keysets it read.
+func (k *Keyring) Reload() (int, error) {
+	names, err := k.Names("")
+	if err != nil {
+		return 0, err
+	}
+	fresh := make(map[string]*keyset.Handle, len(names))
+	for _, name := range names {
+		data, err := os.ReadFile(k.path(name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // shredded meanwhile
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reloading keyset %s: %w", name, err)
+		}
+		if len(data) > maxKeysetBytes {
+			return 0, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadKey, k.path(name), maxKeysetBytes)
+		}
+		h, err := readKeysetUnder(data, name, k.kek)
+		if err != nil {
+			return 0, fmt.Errorf("reloading: %w", err)
+		}
+		if len(fresh) < maxCachedPrimitives {
+			fresh[name] = h
+		}
+	}
+	k.mu.Lock()
+	k.cache = fresh
+	k.gen.Add(1)
+	k.mu.Unlock()
+	return len(names), nil
+}
+
+// generation is the number of Reloads so far.
+func (k *Keyring) generation() uint64 { return k.gen.Load() }
 
 // Open returns the keyring in dir (created 0700 if missing) whose keysets are
 // encrypted under kek.

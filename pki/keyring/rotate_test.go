@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tink-crypto/tink-go/v2/aead"
 )
 
 // TestRotationTinkOrder: seal with key 1; add key 2 (nothing changes), promote it (new values use
@@ -143,4 +145,62 @@ func keyIDOf(ct []byte) uint32 {
 		return 0
 	}
 	return binary.BigEndian.Uint32(ct[1:tinkPrefixBytes])
+}
+
+// A running keyring picks up rotations made on disk by another process when it reloads: a
+// promoted key seals from then on, a disabled one no longer opens; a keyset that does not open
+// leaves the keyring as it was.
+func TestReloadPicksUpRotation(t *testing.T) {
+	dir := t.TempDir()
+	kek, err := LoadOrCreateLocalKEK(filepath.Join(dir, MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, _ := Open(filepath.Join(dir, "keyring"), kek)
+	ps := NewPseudonyms(running)
+	before, err := ps.Token("planning", nil, []byte("079-123"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The officer's rotate-keys, in another process.
+	officer, _ := Open(filepath.Join(dir, "keyring"), kek)
+	keys, _ := officer.Keys(PseudonymKeyPrefix + "planning")
+	added, err := officer.AddKey(PseudonymKeyPrefix + "planning")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := officer.PromoteKey(PseudonymKeyPrefix+"planning", added, true); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := ps.Token("planning", nil, []byte("079-123")); string(again) != string(before) {
+		t.Fatal("the running keyring changed before it reloaded")
+	}
+	if n, err := running.Reload(); err != nil || n != 1 {
+		t.Fatalf("Reload = %d, %v", n, err)
+	}
+	after, err := ps.Token("planning", nil, []byte("079-123"))
+	if err != nil || string(after) == string(before) {
+		t.Fatalf("after reloading, the token is still the old key's (%v)", err)
+	}
+	if err := officer.DisableKey(PseudonymKeyPrefix+"planning", keys[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.Reveal("planning", string(before)); err == nil || !strings.Contains(err.Error(), "disabled") {
+		t.Fatalf("revealing a token of the disabled key after reloading: %v", err)
+	}
+	// A keyset under another KEK: the reload is refused, the keys in use stay.
+	other, _ := LoadOrCreateLocalKEK(filepath.Join(t.TempDir(), MasterKeyFile))
+	intruder, _ := Open(filepath.Join(dir, "keyring"), other)
+	if _, err := intruder.LoadOrCreate("pseudonym-research", aead.AES256GCMKeyTemplate()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.Reload(); err == nil || !strings.Contains(err.Error(), "pseudonym-research") {
+		t.Fatalf("Reload with a keyset under another KEK = %v", err)
+	}
+	if tok, err := ps.Token("planning", nil, []byte("079-123")); err != nil || string(tok) != string(after) {
+		t.Fatalf("after a refused reload: %q, %v; want the token of the promoted key", tok, err)
+	}
 }

@@ -46,6 +46,7 @@ type Sealer struct {
 
 	mu    sync.Mutex
 	aeads map[string]tink.AEAD
+	gen   uint64 // the keyring's generation the primitives were made in
 }
 
 // NewSealer returns a Sealer keeping its day keys in ring.
@@ -121,6 +122,10 @@ func (s *Sealer) Shred(before time.Time) ([]string, error) {
 func (s *Sealer) primitive(name string, create bool) (tink.AEAD, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if g := s.ring.generation(); g != s.gen {
+		clear(s.aeads)
+		s.gen = g
+	}
 	if a, ok := s.aeads[name]; ok {
 		return a, nil
 	}
@@ -152,6 +157,7 @@ type Pseudonyms struct {
 
 	mu  sync.Mutex
 	det map[string]tink.DeterministicAEAD
+	gen uint64 // the keyring's generation the primitives were made in
 }
 
 // NewPseudonyms returns Pseudonyms keeping one key per purpose in ring.
@@ -197,6 +203,10 @@ func (p *Pseudonyms) primitive(purpose string, create bool) (tink.DeterministicA
 	name := PseudonymKeyPrefix + purpose
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if g := p.ring.generation(); g != p.gen {
+		clear(p.det)
+		p.gen = g
+	}
 	if d, ok := p.det[name]; ok {
 		return d, nil
 	}
