@@ -26,6 +26,29 @@ func ReadRecords(ctx context.Context, path string, fn func(*Record) error) error
 	return walkRecords(ctx, src, math.MinInt64, 0, size, fn)
 }
 
+// ReadRecordsRange calls fn for the records with from <= index < to of the log at path, in index
+// order, each checked against its stored leaf hash, reading only that range (an indexed read),
+// without opening the log for writing. A range past the stored size ends at the size.
+func ReadRecordsRange(ctx context.Context, path string, from, to uint64, fn func(*Record) error) error {
+	src, err := openSource(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	size, err := storedSize(ctx, src)
+	if err != nil {
+		return err
+	}
+	to = min(to, size)
+	if from >= to {
+		return nil
+	}
+	if from > math.MaxInt64 {
+		return fmt.Errorf("reading records: index %d out of range", from)
+	}
+	return walkRecords(ctx, src, int64(from), from, to, fn)
+}
+
 // CountRecords returns how many records the log at path holds, from one indexed read.
 func CountRecords(ctx context.Context, path string) (uint64, error) {
 	src, err := openSource(ctx, path)

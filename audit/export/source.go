@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"errors"
 
 	"github.com/ztgate/ztgate/audit"
 )
@@ -27,8 +26,7 @@ func (s logSource) Records(ctx context.Context, from, to uint64, fn func(*audit.
 }
 
 // StoreSource reads the log at location (a SQLite file or PostgreSQL URL) without opening it for
-// writing, so it works beside a running gateway. The read-only API walks from the first record, so
-// a walk from index n reads (and skips) n records first: fine for a backfill, which walks once.
+// writing, so it works beside a running gateway. Each walk reads only the records it asks for.
 func StoreSource(location string) Source { return storeSource(location) }
 
 type storeSource string
@@ -37,23 +35,6 @@ func (s storeSource) Size(ctx context.Context) (uint64, error) {
 	return audit.CountRecords(ctx, string(s))
 }
 
-var errWalkDone = errors.New("walk done")
-
 func (s storeSource) Records(ctx context.Context, from, to uint64, fn func(*audit.Record) error) error {
-	if from >= to {
-		return nil
-	}
-	err := audit.ReadRecords(ctx, string(s), func(r *audit.Record) error {
-		if r.Index < from {
-			return nil
-		}
-		if r.Index >= to {
-			return errWalkDone
-		}
-		return fn(r)
-	})
-	if errors.Is(err, errWalkDone) {
-		return nil
-	}
-	return err
+	return audit.ReadRecordsRange(ctx, string(s), from, to, fn)
 }
