@@ -38,6 +38,10 @@ func TestDemo(t *testing.T) {
 	if strings.Contains(out, "UNEXPECTED") {
 		t.Errorf("demo reports an unexpected decision:\n%s", out)
 	}
+	// Hospital B's own connector reads a record through the city's gateway.
+	if !regexp.MustCompile(`hospital-b/ehr \(ztgate connect\)\s+health.records\s+GET /Patient/123\s+treatment\s+200\s+allowed`).MatchString(out) {
+		t.Errorf("demo lacks hospital B's connector reading a record:\n%s", out)
+	}
 }
 
 func TestHelp(t *testing.T) {

@@ -12,7 +12,8 @@ func cmdDemo(ctx context.Context, env *Env, args []string) error {
 the default policy bundle and a SQLite audit log; connectors for the health records API and
 the cadastre dataset (providers), the operating center and the forecasting service
 (consumers); three partner hospitals, each a gateway of its own trust domain serving its
-bundle endpoint, federated with the city by URL, calling over HTTP/3. It plays a
+bundle endpoint, federated with the city by URL, calling over HTTP/3, and hospital B's own
+ztgate connect, enrolled by hospital B's gateway, consuming through the city's. It plays a
 scenario of allowed and refused exchanges, verifies the audit log and prints a summary.
 Exits 0 only if every expected decision happened and the log verified.`)
 	keep := fs.Bool("keep", false, "keep the city running after the scenario (Ctrl-C to stop)")

@@ -251,6 +251,8 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 		Admin:  &gateway.AdminConfig{Listen: adminAddr},
 		Listen: "127.0.0.1:0", SPIFFEID: GatewayID, Country: "VN", CADir: filepath.Join(c.dir, "ca"),
 		Federation: c.federation(),
+		// The city's bundle, for partners' connectors and gateways.
+		BundleEndpoint: &gateway.BundleEndpointConfig{Listen: "127.0.0.1:0", Profile: pki.ProfileHTTPSSPIFFE},
 		Policy:     gateway.PolicyConfig{Bundle: bundle},
 		Audit:      gateway.AuditConfig{Path: filepath.Join(c.dir, "gateway", "audit.db")},
 	}
@@ -324,14 +326,17 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 	}, true); err != nil {
 		return err
 	}
-	return c.startConnector(ctx, "forecast", &httpadapter.Config{
+	if err := c.startConnector(ctx, "forecast", &httpadapter.Config{
 		Gateway: c.gwAddr, SPIFFEID: ForecastID,
 		Consume: []httpadapter.Consume{
 			{Listen: "127.0.0.1:0", Service: "cadastre.parcels", Purpose: "planning"},
 			{Listen: "127.0.0.1:0", Service: "health.records", Purpose: "treatment"},
 			{Listen: "127.0.0.1:0", Service: "transport.card-trips", Purpose: "planning"},
 		},
-	}, true)
+	}, true); err != nil {
+		return err
+	}
+	return c.startHospitalConnector(ctx)
 }
 
 // startConnector runs an in-process `ztgate connect`. With issue it gets an SVID from the CA
@@ -533,6 +538,8 @@ func (c *city) play(ctx context.Context) ([]*Step, error) {
 		viaH3(hospClient, "health.records", "/Patient/%2e%2e%2Fadmin", "treatment"))
 	run(&Step{Who: "hospital-b/ehr (trusted)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantReason: "allowed"},
 		viaH3(hospBClient, "health.records", "/Patient/123", "treatment"))
+	run(&Step{Who: "hospital-b/ehr (ztgate connect)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 200, WantReason: "allowed"},
+		viaConnect("hospital-b", HospitalBConnector+"/health.records", "/Patient/123", ""))
 	run(&Step{Who: "hospital-c/ehr (partner)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 403, WantReason: "classification_too_high"},
 		viaH3(hospCClient, "health.records", "/Patient/123", "treatment"))
 	run(&Step{Who: "hospital-a/ehr (B's CA)", Service: "health.records", Method: "GET", Path: "/Patient/123", Purpose: "treatment", WantStatus: 0, WantReason: "bad_chain"},

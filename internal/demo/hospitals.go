@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	httpadapter "github.com/ztgate/ztgate/adapters/http"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/internal/pkitest"
 	"github.com/ztgate/ztgate/pki"
@@ -35,6 +36,7 @@ type hospital struct {
 	webCA                   string // https_web: the private web CA that signed the endpoint's certificate
 	rt                      *gateway.Runtime
 	url                     string
+	addr                    string // the gateway's UDP address: it enrols and renews its connectors
 }
 
 func (h *hospital) gatewayID() string { return "spiffe://" + h.td + "/gateway/gw-1" }
@@ -83,6 +85,7 @@ func (c *city) startHospitals(ctx context.Context, bundle string) error {
 		if err != nil {
 			return err
 		}
+		h.addr = pc.LocalAddr().String()
 		go func() {
 			if err := rt.Serve(ctx, pc); err != nil {
 				c.logger.Error("hospital gateway stopped", "trust_domain", h.td, "err", err)
@@ -149,3 +152,33 @@ func (c *city) closeHospitals() error {
 	}
 	return errors.Join(errs...)
 }
+
+// startHospitalConnector runs hospital B's integration as its engineers would: `ztgate connect`
+// under hospital B's trust domain, enrolled by hospital B's own gateway with a join token from
+// hospital B's CA, consuming the city's health records through the city's gateway, which it
+// verifies against the city's bundle fetched from the city's bundle endpoint.
+func (c *city) startHospitalConnector(ctx context.Context) error {
+	hb := c.hospitals[1]
+	tok, err := hb.ca.NewJoinToken(spiffeid.RequireFromString(HospitalBID), 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.rt.BundleEndpointAddr() == "" {
+		if time.Now().After(deadline) {
+			return errors.New("the city's bundle endpoint did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c.startConnector(ctx, HospitalBConnector, &httpadapter.Config{
+		Gateway: c.gwAddr, GatewayID: GatewayID, SPIFFEID: HospitalBID, Issuer: hb.addr, JoinToken: tok,
+		Federation: []gateway.Federation{{
+			TrustDomain: CityTD, EndpointURL: "https://" + c.rt.BundleEndpointAddr() + "/", Profile: pki.ProfileHTTPSSPIFFE,
+			EndpointSPIFFEID: GatewayID, BootstrapBundle: filepath.Join(c.dir, "ca", pki.BundleFile),
+		}},
+		Consume: []httpadapter.Consume{{Listen: "127.0.0.1:0", Service: "health.records", Purpose: "treatment"}},
+	}, false)
+}
+
+// HospitalBConnector names hospital B's connector in the demo.
+const HospitalBConnector = "hospital-b-connect"
