@@ -45,7 +45,7 @@ func TestDemo(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range [][]string{{"demo"}, {"gateway"}, {"connect"}, {"validate"}, {"pki", "init"}, {"pki", "token"}, {"pki", "issue"}, {"pki", "revoke"}, {"pki", "revocations"}, {"pki", "rotate-ca"}, {"pki", "rotate-keys"}, {"pki", "migrate-keys"}, {"policy", "test"}, {"audit", "verify"}, {"audit", "proof"}, {"audit", "verify-receipt"}, {"audit", "query"}, {"version"}} {
+	for _, cmd := range [][]string{{"demo"}, {"gateway"}, {"connect"}, {"validate"}, {"pki", "init"}, {"pki", "token"}, {"pki", "issue"}, {"pki", "revoke"}, {"pki", "revocations"}, {"pki", "rotate-ca"}, {"pki", "rotate-keys"}, {"pki", "migrate-keys"}, {"pki", "rewrap-keys"}, {"policy", "test"}, {"audit", "verify"}, {"audit", "proof"}, {"audit", "verify-receipt"}, {"audit", "query"}, {"version"}} {
 		out, err := run(append(cmd, "--help")...)
 		if err != nil || !strings.Contains(out, "Usage: ztgate "+strings.Join(cmd, " ")) {
 			t.Errorf("%v --help: %v\n%s", cmd, err, out)
@@ -56,7 +56,7 @@ func TestHelp(t *testing.T) {
 		t.Errorf("no arguments: exit %d\n%s", exitCode(err), out)
 	}
 	out, err = run("pki")
-	if exitCode(err) != 2 || !regexp.MustCompile(`need a subcommand: .*init, issue, .*revocations, revoke, rotate-ca, .*token`).MatchString(out) {
+	if exitCode(err) != 2 || !regexp.MustCompile(`need a subcommand: .*init, issue, .*revocations, revoke, rewrap-keys, rotate-ca, .*token`).MatchString(out) {
 		t.Errorf("pki without subcommand: exit %d\n%s", exitCode(err), out)
 	}
 	out, err = run("gateway")
