@@ -92,8 +92,22 @@ type Options struct {
 	// MaxTracked bounds the subjects the rules track (DefaultMaxTracked when zero).
 	MaxTracked int
 	// From, when set, is the index Run starts reading at; by default the log's size when Run
-	// starts (the rules' windows are about now, and baselines start afresh).
+	// starts.
 	From *uint64
+	// WarmRecords is how many records before that index Run reads first, without raising
+	// anything, to rebuild the baselines and the dedup state a restart lost (DefaultWarmRecords
+	// when zero; none when negative). Only records from the last DefaultWarmSpan count.
+	WarmRecords int
+}
+
+// DefaultWarmRecords bounds the records a starting Watcher reads to rebuild its baselines: at
+// a few hundred thousand records a second, well under a second of reading.
+const DefaultWarmRecords = 200_000
+
+// warmSpan is how far back warm-up looks: eight volume half-lives, after which a baseline has
+// decayed to nothing, and at least the dedup window and the denial window.
+func (w *Watcher) warmSpan() time.Duration {
+	return max(8*w.cfg.VolumeAnomaly.HalfLife, w.cfg.DedupWindow, w.cfg.DenialSpike.Window)
 }
 
 // Status counts what the Watcher did, for the dashboard.
@@ -334,6 +348,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	if w.opts.From != nil {
 		from = *w.opts.From
 	}
+	w.warm(ctx, from)
 	var wg sync.WaitGroup
 	if w.ver != nil {
 		wg.Go(func() { w.verifyLoop(ctx) })
@@ -365,6 +380,49 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-w.wake:
 		}
 	}
+}
+
+// warm reads up to WarmRecords records before index from, as the rules would have seen them, to
+// rebuild the per-identity baselines and the denial windows, and takes the alert records among
+// them as raised (dedup), so a restart neither blinds the volume rule for its warm-up nor raises
+// again an alert raised just before. Nothing is raised while warming.
+func (w *Watcher) warm(ctx context.Context, from uint64) {
+	n := w.opts.WarmRecords
+	if n == 0 {
+		n = DefaultWarmRecords
+	}
+	if n < 0 || from == 0 {
+		return
+	}
+	start := from - min(from, uint64(n))
+	since := w.now().Add(-w.warmSpan())
+	w.rules.quiet = true
+	defer func() { w.rules.quiet = false }()
+	read := 0
+	err := w.opts.Log.Records(ctx, start, from, func(r *audit.Record) error {
+		if r.Time.Before(since) {
+			return nil
+		}
+		read++
+		if r.Kind == audit.KindAlert {
+			if len(r.Reasons) > 0 {
+				a := Alert{Code: r.Reasons[0].Code, Identity: r.Source, Service: r.Service}
+				w.mu.Lock()
+				if r.Time.After(w.last[a.key()]) {
+					w.last[a.key()] = r.Time
+				}
+				w.mu.Unlock()
+			}
+			return nil
+		}
+		w.rules.observe(r)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		w.log.Warn("alerts could not read the recent log to rebuild baselines; they start afresh", "from", start, "err", err)
+		return
+	}
+	w.log.Debug("alert baselines rebuilt from the log", "records", read, "from", start, "to", from)
 }
 
 // follow reads the records appended since from and feeds them to the rules; alert records that

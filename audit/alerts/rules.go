@@ -147,6 +147,15 @@ type rules struct {
 	denials    *tracker // denials per identity
 	svcDenials *tracker // denials per service
 	raise      func(Alert)
+	// quiet, while the Watcher warms up from past records, counts without raising.
+	quiet bool
+}
+
+// emit raises a unless the rules are warming up.
+func (r *rules) emit(a Alert) {
+	if !r.quiet {
+		r.raise(a)
+	}
 }
 
 func newRules(cfg Config, maxTracked int, raise func(Alert)) *rules {
@@ -193,7 +202,7 @@ func (r *rules) checkDenials(a Alert, who string, s *series, t time.Time) {
 	}
 	a.Code, a.Time = CodeDenialSpike, t
 	a.Message = fmt.Sprintf("%s: %d denials within %s (its baseline: %.1f a minute)", who, n, rule.Window, s.ewma)
-	r.raise(a)
+	r.emit(a)
 }
 
 func (r *rules) checkVolume(identity string, s *series, t time.Time) {
@@ -204,7 +213,7 @@ func (r *rules) checkVolume(identity string, s *series, t time.Time) {
 	if s.cur < float64(rule.Floor) || s.cur < rule.Factor*s.ewma {
 		return
 	}
-	r.raise(Alert{Code: CodeVolumeAnomaly, Time: t, Identity: identity,
+	r.emit(Alert{Code: CodeVolumeAnomaly, Time: t, Identity: identity,
 		Message: fmt.Sprintf("identity %s: %.0f exchanges this minute, %.1f× its baseline of %.1f a minute", identity, s.cur, s.cur/max(s.ewma, 1e-9), s.ewma)})
 }
 

@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -170,5 +171,46 @@ func TestSlidingWindow(t *testing.T) {
 		if got := s.addWindow(t0.Add(st.at), time.Minute); got != st.want {
 			t.Fatalf("event at %s: %d in the window, want %d", st.at, got, st.want)
 		}
+	}
+}
+
+// A restarted Watcher rebuilds its baselines and dedup state from the records before it: a burst
+// right after the restart is measured against the identity's history (without warming, the
+// volume rule is blind for its warm-up), and an alert recorded before the restart is not raised
+// again within the dedup window. Warming up raises nothing itself.
+func TestWarmStartFromTheLog(t *testing.T) {
+	// One hour of ops at 20 exchanges a minute, a denial spike by sim recorded as an alert, then
+	// the restart at t0+61m.
+	history := slices.Concat(steady(t0, 60, 20, ops, allow), spread(t0.Add(60*time.Minute), 20, time.Second, sim, deny))
+	restart := t0.Add(61 * time.Minute)
+	after := slices.Concat(spread(restart, 100, 500*time.Millisecond, ops, allow), spread(restart.Add(time.Minute), 20, time.Second, sim, deny))
+	for _, tc := range []struct {
+		desc string
+		warm int
+		want []string
+	}{
+		{"warm", 0, []string{"volume_anomaly:" + ops}},
+		{"cold", -1, []string{"denial_spike:" + sim}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			w, l, c := newTestWatcher(t, Config{}, func(o *Options) { o.WarmRecords = tc.warm })
+			for _, r := range history {
+				l.Append(context.Background(), r)
+			}
+			l.Append(context.Background(), &audit.Record{Kind: audit.KindAlert, Time: t0.Add(60*time.Minute + 20*time.Second), Source: sim,
+				Reasons: []audit.Reason{{Code: CodeDenialSpike, Message: "before the restart"}}})
+			c.set(restart)
+			from := l.Size()
+			w.warm(context.Background(), from)
+			if n := len(w.Recent()); n != 0 {
+				t.Fatalf("warming up raised %v", codes(w.Recent()))
+			}
+			for _, r := range after {
+				w.rules.observe(r)
+			}
+			if got := codes(w.Recent()); !slices.Equal(got, tc.want) {
+				t.Errorf("alerts after the restart %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
