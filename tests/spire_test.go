@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/ztgate/ztgate/audit"
 	"github.com/ztgate/ztgate/gateway/wire"
 	"github.com/ztgate/ztgate/internal/testenv"
 	"github.com/ztgate/ztgate/pki"
@@ -211,4 +213,96 @@ audit:
 		cad.waitCount(t, `connected to gateway`, 2, 30*time.Second)
 		ops.waitCount(t, `connected to gateway`, 2, 30*time.Second)
 	})
+}
+
+// TestSPIREFederatedHospital runs two trust domains that each take their identities from their own
+// SPIRE server: the city (gateway and health records provider) and a hospital (its records
+// system's connector). They federate through ztgate's federation entries: the city's gateway
+// fetches the hospital's bundle from the hospital SPIRE server's own bundle endpoint (SPIRE's
+// federation API, https_spiffe, JWT keys beside the X.509 roots), and the hospital's connector
+// fetches the city's from the city gateway's bundle endpoint. The hospital's consumer, with an
+// SVID from its own SPIRE, reads a record; the city records it under the hospital's identity.
+func TestSPIREFederatedHospital(t *testing.T) {
+	const hospTD = "hospital-s.example.sg"
+	ehrID := "spiffe://" + hospTD + "/ehr"
+	citySPIRE := testenv.SPIRE(t, cityTD)
+	hospSPIRE := testenv.SPIREWithBundleEndpoint(t, hospTD)
+	agGW, agHealth := citySPIRE.Agent(t, "gateway"), citySPIRE.Agent(t, "health")
+	agGW.Entry(t, gatewayID, 0)
+	agHealth.Entry(t, healthID, 0)
+	agEHR := hospSPIRE.Agent(t, "ehr")
+	agEHR.Entry(t, ehrID, 0)
+
+	dir := t.TempDir()
+	cityBundle := writeFile(t, filepath.Join(dir, "city-bundle.pem"), citySPIRE.Bundle(t))
+	hospBundle := writeFile(t, filepath.Join(dir, "hospital-bundle.pem"), hospSPIRE.Bundle(t))
+	policy, _ := filepath.Abs("../policies/city")
+	addr, endpoint := freeUDP(t), freeTCP(t)
+	cfg := writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
+spiffe_id: %s
+country: VN
+identity:
+  source: spire
+  socket: %s
+bundle_endpoint:
+  listen: %s
+  profile: https_spiffe
+policy:
+  bundle: %s
+  deadline: 200ms
+audit:
+  path: state/audit.db
+`, addr, gatewayID, agGW.SocketAddr(), endpoint, policy))
+	mustRun(t, "pki", "federate", "add", "--config", cfg, "--trust-domain", hospTD, "--url", hospSPIRE.BundleEndpointURL,
+		"--profile", "https_spiffe", "--endpoint-spiffe-id", hospSPIRE.ServerID().String(), "--bootstrap-bundle", hospBundle,
+		"--trust-level", "trusted", "--country", "SG")
+	gw := start(t, "gateway", "gateway", "--config", cfg)
+	gw.waitFor(t, `gateway listening`, 60*time.Second)
+	gw.waitFor(t, `msg="federated bundle updated"[^\n]*trust_domain=`+hospTD, 60*time.Second)
+
+	records := jsonBackend(t)
+	health := start(t, "connect-health", "connect", "--config", writeFile(t, filepath.Join(dir, "health.yaml"), fmt.Sprintf(
+		"gateway: %s\nspiffe_id: %s\nidentity:\n  source: spire\n  socket: %s\nexpose:\n  health.records: %s\n",
+		addr, healthID, agHealth.SocketAddr(), records.url)))
+	health.waitFor(t, `connected to gateway`, 60*time.Second)
+
+	port := freeTCP(t)
+	ehr := start(t, "connect-hospital", "connect", "--config", writeFile(t, filepath.Join(dir, "ehr.yaml"), fmt.Sprintf(`gateway: %s
+gateway_id: %s
+spiffe_id: %s
+state_dir: ehr-state
+identity:
+  source: spire
+  socket: %s
+federation:
+  - trust_domain: %s
+    endpoint_url: https://%s/
+    profile: https_spiffe
+    endpoint_spiffe_id: %s
+    bootstrap_bundle: %s
+consume:
+  - listen: %s
+    service: health.records
+    purpose: treatment
+`, addr, gatewayID, ehrID, agEHR.SocketAddr(), cityTD, endpoint, gatewayID, cityBundle, port)))
+	ehr.waitFor(t, `connected to gateway[^\n]*id=`+regexp.QuoteMeta(ehrID), 60*time.Second)
+	ehr.waitFor(t, `msg="federated bundle updated"[^\n]*trust_domain=city.example.vn`, 60*time.Second)
+
+	r := do(&netHTTP, "GET", "http://"+port+"/Patient/31", "", nil, nil)
+	if r.err != nil || r.status != 200 || !strings.Contains(r.body, `"source":"`+ehrID+`"`) {
+		t.Fatalf("the hospital's SPIRE identity reading a record: %v %d %s", r.err, r.status, r.body)
+	}
+	gw.stop()
+	var allowed int
+	if err := audit.ReadRecords(context.Background(), filepath.Join(dir, "state", "audit.db"), func(r *audit.Record) error {
+		if r.Kind == audit.KindDecision && r.Source == ehrID && r.Decision == audit.DecisionAllow {
+			allowed++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if allowed != 1 {
+		t.Fatalf("%d allowed exchanges of %s in the city's log, want 1", allowed, ehrID)
+	}
 }

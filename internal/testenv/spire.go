@@ -40,6 +40,14 @@ type SPIREServer struct {
 	agentBin    string
 	serverBin   string
 	proc        *spireProc
+	// BundleEndpointURL is the server's own SPIFFE bundle endpoint (https_spiffe, presenting the
+	// server's SVID spiffe://<td>/spire/server), when started with SPIREWithBundleEndpoint.
+	BundleEndpointURL string
+}
+
+// ServerID is the SPIFFE ID the server's bundle endpoint presents.
+func (s *SPIREServer) ServerID() spiffeid.ID {
+	return spiffeid.RequireFromPath(s.TrustDomain, "/spire/server")
 }
 
 // SPIREAgent is a SPIRE agent joined to a SPIREServer with a join token of its own, with the
@@ -61,6 +69,18 @@ type SPIREAgent struct {
 // ZTGATE_REQUIRE_SERVICES=1.
 func SPIRE(t testing.TB, trustDomain string) *SPIREServer {
 	t.Helper()
+	return startSPIRE(t, trustDomain, false)
+}
+
+// SPIREWithBundleEndpoint is SPIRE with the server's SPIFFE bundle endpoint on a free loopback
+// port (SPIRE's own federation API, https_spiffe profile), for partners to federate with.
+func SPIREWithBundleEndpoint(t testing.TB, trustDomain string) *SPIREServer {
+	t.Helper()
+	return startSPIRE(t, trustDomain, true)
+}
+
+func startSPIRE(t testing.TB, trustDomain string, bundleEndpoint bool) *SPIREServer {
+	t.Helper()
 	serverBin, agentBin := spireBinaries(t)
 	td, err := spiffeid.TrustDomainFromString(trustDomain)
 	if err != nil {
@@ -72,6 +92,12 @@ func SPIRE(t testing.TB, trustDomain string) *SPIREServer {
 	s.sock = filepath.Join(sockDir, "api.sock")
 	s.port = freeTCPPort(t)
 	data := filepath.Join(s.dir, "data")
+	federation := ""
+	if bundleEndpoint {
+		port := freeTCPPort(t)
+		federation = fmt.Sprintf("  federation {\n    bundle_endpoint {\n      address = \"127.0.0.1\"\n      port = %d\n    }\n  }\n", port)
+		s.BundleEndpointURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	}
 	conf := fmt.Sprintf(`server {
   bind_address = "127.0.0.1"
   bind_port = "%d"
@@ -79,7 +105,7 @@ func SPIRE(t testing.TB, trustDomain string) *SPIREServer {
   trust_domain = %q
   data_dir = %q
   log_level = "INFO"
-}
+%s}
 plugins {
   DataStore "sql" {
     plugin_data {
@@ -96,7 +122,7 @@ plugins {
     }
   }
 }
-`, s.port, s.sock, td.Name(), data, filepath.Join(data, "datastore.sqlite3"), filepath.Join(data, "keys.json"))
+`, s.port, s.sock, td.Name(), data, federation, filepath.Join(data, "datastore.sqlite3"), filepath.Join(data, "keys.json"))
 	confPath := filepath.Join(s.dir, "server.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
