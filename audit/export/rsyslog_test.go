@@ -2,7 +2,10 @@ package export
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -14,16 +17,24 @@ import (
 	"time"
 
 	"github.com/ztgate/ztgate/audit"
+	"github.com/ztgate/ztgate/internal/testenv"
 )
 
-// TestRsyslogReceivesExport ships records to a real rsyslogd (imtcp, octet counting) and checks
-// what it parsed: facility, severity, hostname, APP-NAME, MSGID, the structured data and the MSG.
-// It runs where rsyslogd is installed (Debian: apt-get install rsyslog) and is skipped elsewhere.
+// TestRsyslogReceivesExport ships records to a real rsyslogd, over plain TCP (imtcp, octet
+// counting) and over TLS (RFC 5425, rsyslog's GnuTLS driver), and checks what it parsed: facility,
+// severity, hostname, APP-NAME, MSGID, the structured data and the MSG.
 func TestRsyslogReceivesExport(t *testing.T) {
-	bin, err := exec.LookPath("rsyslogd")
-	if err != nil {
-		t.Skip("rsyslogd not installed; the Go receivers in the other tests parse the frames")
+	for _, withTLS := range []bool{false, true} {
+		name := "tcp"
+		if withTLS {
+			name = "tls"
+		}
+		t.Run(name, func(t *testing.T) { testRsyslog(t, withTLS) })
 	}
+}
+
+func testRsyslog(t *testing.T, withTLS bool) {
+	bin := testenv.Rsyslogd(t, withTLS)
 	const n = 201
 	l, dir := newLog(t, n-1)
 	// One record whose structured data needs every escape RFC 5424 names.
@@ -40,8 +51,25 @@ func TestRsyslogReceivesExport(t *testing.T) {
 	ln.Close()
 	out := filepath.Join(dir, "rsyslog.out")
 	conf := filepath.Join(dir, "rsyslog.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`global(workDirectory=%q maxMessageSize="64k")
-module(load="imtcp")
+	tlsGlobal, tlsModule := "", ""
+	var caFile string
+	if withTLS {
+		var cert tls.Certificate
+		cert, caFile = selfSigned(t, dir, "siem.city.example.vn")
+		keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyFile := filepath.Join(dir, "siem.key")
+		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The self-signed certificate is its own CA: the CA file is also the certificate file.
+		tlsGlobal = fmt.Sprintf(` defaultNetstreamDriver="gtls" defaultNetstreamDriverCAFile=%q defaultNetstreamDriverCertFile=%q defaultNetstreamDriverKeyFile=%q`, caFile, caFile, keyFile)
+		tlsModule = ` streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon"`
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf(`global(workDirectory=%q maxMessageSize="64k"%s)
+module(load="imtcp"%s)
 template(name="fields" type="list") {
   property(name="syslogfacility") constant(value="|")
   property(name="syslogseverity") constant(value="|")
@@ -53,7 +81,7 @@ template(name="fields" type="list") {
 }
 ruleset(name="siem") { action(type="omfile" file=%q template="fields") }
 input(type="imtcp" address="127.0.0.1" port="%d" ruleset="siem")
-`, dir, out, port)), 0o600)
+`, dir, tlsGlobal, tlsModule, out, port)), 0o600)
 	cmd := exec.Command(bin, "-n", "-f", conf, "-i", filepath.Join(dir, "rsyslogd.pid"))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -73,8 +101,18 @@ input(type="imtcp" address="127.0.0.1" port="%d" ruleset="siem")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	sink := NewStreamSink(DialTCP(addr, nil), Syslog(&SyslogFormat{Facility: 16, Hostname: "gw-1.city.example.vn"}), 0)
-	e, err := New(Options{Name: "syslog", Source: LogSource(l), Sink: sink, Cursor: tempCursor(t, dir, "syslog"), BatchSize: 64})
+	cfg := SinkConfig{Kind: KindSyslog, Address: addr, Facility: "local0", Hostname: "gw-1.city.example.vn"}
+	if withTLS {
+		cfg.TLS = &TLSConfig{CAFile: caFile, ServerName: "siem.city.example.vn"}
+	}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := cfg.NewSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Options{Name: cfg.SinkName(), Source: LogSource(l), Sink: sink, Cursor: tempCursor(t, dir, cfg.SinkName()), BatchSize: 64})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,8 +253,8 @@ func (c *city) setup(ctx context.Context, opts Options) error {
 		Federation: c.federation(),
 		// The city's bundle, for partners' connectors and gateways.
 		BundleEndpoint: &gateway.BundleEndpointConfig{Listen: "127.0.0.1:0", Profile: pki.ProfileHTTPSSPIFFE},
-		Policy:     gateway.PolicyConfig{Bundle: bundle},
-		Audit:      gateway.AuditConfig{Path: filepath.Join(c.dir, "gateway", "audit.db")},
+		Policy:         gateway.PolicyConfig{Bundle: bundle},
+		Audit:          gateway.AuditConfig{Path: filepath.Join(c.dir, "gateway", "audit.db")},
 	}
 	c.rt, err = gateway.Build(ctx, cfg, c.logger.With("process", "gateway"), false)
 	if err != nil {
