@@ -50,8 +50,8 @@ func (i *caIssuer) Sign(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]*x5
 	return i.ca.Load().Sign(csrDER, id, ttl)
 }
 
-func (i *caIssuer) Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error) {
-	return i.ca.Load().Redeem(ledger, token, csrDER, ttl)
+func (i *caIssuer) Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration, opts pki.RedeemOptions) ([]*x509.Certificate, spiffeid.ID, error) {
+	return i.ca.Load().RedeemChecked(ledger, token, csrDER, ttl, opts)
 }
 
 func (i *caIssuer) TrustDomain() spiffeid.TrustDomain { return i.ca.Load().TrustDomain() }

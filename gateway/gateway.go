@@ -47,7 +47,7 @@ type AuditLog interface {
 // refuses RENEW and ENROL.
 type Issuer interface {
 	Sign(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error)
-	Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error)
+	Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration, opts pki.RedeemOptions) ([]*x509.Certificate, spiffeid.ID, error)
 	TrustDomain() spiffeid.TrustDomain
 	Roots() []*x509.Certificate
 }
@@ -300,6 +300,16 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(closeRevoked, "revoked")
 		return
 	}
+	// A partner's bundle can be dropped or replaced on SIGHUP while this handshake was verified
+	// against the old one; the reload closes the connections it finds registered, so a partner's
+	// connection registered just after is checked again against the bundle in force now.
+	if p.id.TrustDomain() != g.opts.ID.TrustDomain() {
+		if _, _, err := g.opts.Bundles.Verify(rawChain(cs.PeerCertificates), g.now()); err != nil {
+			g.logger.InfoContext(ctx, "closing connection: the peer's trust domain changed during its handshake", "peer", p.id.String(), "err", err)
+			conn.CloseWithError(closeDefederated, "trust domain no longer federated")
+			return
+		}
+	}
 	if cs.NegotiatedProtocol == wire.ALPNH3 {
 		if err := g.h3.ServeQUICConn(conn); err != nil && ctx.Err() == nil {
 			g.logger.DebugContext(ctx, "http/3 connection ended", "peer", p.id.String(), "err", err)
@@ -523,54 +533,80 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 		lingerForPeer(conn)
 		return
 	}
-	var chain []*x509.Certificate
-	var id spiffeid.ID
-	code := "bad_join_token"
-	if jt, rerr := g.tokenRevoked(e.Token); rerr != nil {
-		// The identity was revoked after the token was made: the token enrols nobody.
-		id, err, code = jt.SPIFFEID, rerr, pki.CodeRevoked
-	} else {
-		chain, id, err = g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL)
+	// The token is checked against the revocation list once it is known genuine, and the
+	// enrolment is in the audit log before the token is spent: a token that cannot be recorded
+	// is not spent, and no SVID leaves unrecorded.
+	var revokedWhy string
+	var recordErr error
+	opts := pki.RedeemOptions{
+		Check: func(jt pki.JoinToken) error {
+			if why := g.tokenRevoked(jt); why != "" {
+				revokedWhy = why
+				rec.Source = jt.SPIFFEID.String()
+				return &pki.PeerError{Code: pki.CodeRevoked, Err: fmt.Errorf("%s was revoked after this join token was made", jt.SPIFFEID)}
+			}
+			return nil
+		},
+		Record: func(jt pki.JoinToken, _ []*x509.Certificate) error {
+			rec.Source, rec.Decision = jt.SPIFFEID.String(), "allow"
+			if _, err := g.opts.Audit.Append(ctx, rec); err != nil {
+				recordErr = err
+				return err
+			}
+			return nil
+		},
 	}
-	if !id.IsZero() {
-		rec.Source = id.String()
-	}
-	if err != nil {
-		rec.Decision, rec.Reasons = "deny", []audit.Reason{{Code: signRefusal(err, code), Message: err.Error()}}
-	} else {
-		rec.Decision = "allow"
-	}
-	if err != nil && !g.authLog.Allow() {
-		// Failed enrolments come from unauthenticated peers: like failed handshakes, they are
-		// recorded up to a rate and counted beyond it.
-		g.authDropped.Add(1)
-		g.refuseStream(str, CodeDenied, err.Error())
-		str.Close()
-		lingerForPeer(conn)
-		return
-	}
-	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
-		g.logger.ErrorContext(ctx, "audit log unavailable: refusing enrolment", "err", aerr)
+	chain, id, err := g.opts.Issuer.Redeem(g.opts.Ledger, e.Token, e.CSR, g.opts.SVIDTTL, opts)
+	if err != nil && recordErr != nil {
+		g.logger.ErrorContext(ctx, "audit log unavailable: refusing enrolment", "err", recordErr)
 		g.refuseStream(str, CodeUnavailable, "audit log unavailable")
 		str.Close()
 		lingerForPeer(conn)
 		return
 	}
-	if err != nil {
-		g.logger.WarnContext(ctx, "enrolment refused", "remote", rec.Remote, "err", err)
-		code := CodeDenied
-		if signRefusal(err, "") != "" {
-			code = CodeUnavailable
-		}
-		g.refuseStream(str, code, err.Error())
+	if err == nil {
+		g.logger.InfoContext(ctx, "participant enrolled", "id", id.String())
+		_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, g.opts.Issuer.Roots()))
 		str.Close()
-		lingerForPeer(conn) // so the newcomer reads why
+		lingerForPeer(conn)
 		return
 	}
-	g.logger.InfoContext(ctx, "participant enrolled", "id", id.String())
-	_ = wire.WriteJSON(str, wire.TypeSVID, svidFrame(chain, g.opts.Issuer.Roots()))
-	str.Close()
-	lingerForPeer(conn)
+	reason := audit.Reason{Code: signRefusal(err, "bad_join_token"), Message: err.Error()}
+	if revokedWhy != "" {
+		reason = audit.Reason{Code: pki.CodeRevoked, Message: revokedWhy}
+	}
+	rec.Decision, rec.Reasons = "deny", []audit.Reason{reason}
+	refuse := func(code, msg string) {
+		g.refuseStream(str, code, msg)
+		str.Close()
+		lingerForPeer(conn) // so the newcomer reads why
+	}
+	if !g.authLog.Allow() {
+		// Failed enrolments come from unauthenticated peers: like failed handshakes, they are
+		// recorded up to a rate and counted beyond it.
+		g.authDropped.Add(1)
+		refuse(CodeDenied, err.Error())
+		return
+	}
+	if _, aerr := g.opts.Audit.Append(ctx, rec); aerr != nil {
+		g.logger.ErrorContext(ctx, "audit log unavailable: refusing enrolment", "err", aerr)
+		refuse(CodeUnavailable, "audit log unavailable")
+		return
+	}
+	g.logger.WarnContext(ctx, "enrolment refused", "remote", rec.Remote, "reason", reason.Code, "err", reason.Message)
+	code := CodeDenied
+	if signRefusal(err, "") != "" {
+		code = CodeUnavailable
+	}
+	refuse(code, err.Error())
+}
+
+func rawChain(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
 }
 
 // lingerForPeer waits, bounded, for the peer to close an enrolment connection: closing it at once
@@ -582,18 +618,16 @@ func lingerForPeer(conn *quic.Conn) {
 	}
 }
 
-// tokenRevoked refuses a join token for an identity revoked after the token was made (a token
-// that does not say when it was made counts as made as early as it can have been). The token is
-// only parsed here; Redeem verifies it.
-func (g *Gateway) tokenRevoked(token string) (pki.JoinToken, error) {
-	jt, err := pki.ParseJoinToken(token)
-	if err != nil {
-		return jt, nil
+// tokenRevoked says why a genuine join token enrols nobody: its identity was revoked after the
+// token was made (a token that does not say when it was made counts as made as early as it can
+// have been). The reason is for the audit log; the newcomer is told only that it was revoked.
+func (g *Gateway) tokenRevoked(jt pki.JoinToken) string {
+	r, ok := g.revocations.Load().Revoked(jt.SPIFFEID, &x509.Certificate{NotBefore: jt.IssuedAt})
+	if !ok {
+		return ""
 	}
-	if r, ok := g.revocations.Load().Revoked(jt.SPIFFEID, &x509.Certificate{NotBefore: jt.IssuedAt}); ok {
-		return jt, &pki.PeerError{Code: pki.CodeRevoked, Err: fmt.Errorf("join token for %s made before its revocation at %s: %s", jt.SPIFFEID, r.RevokedAt.UTC().Format(time.RFC3339), r.Reason)}
-	}
-	return jt, nil
+	return fmt.Sprintf("join token for %s made at %s, before its revocation at %s: %s", jt.SPIFFEID,
+		jt.IssuedAt.UTC().Format(time.RFC3339), r.RevokedAt.UTC().Format(time.RFC3339), r.Reason)
 }
 
 // serverTLSConfig requires TLS 1.3 and a client SVID verified against its own trust domain's bundle,

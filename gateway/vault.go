@@ -110,8 +110,8 @@ func (v *vaultIssuer) Sign(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]
 	return v.signer.Sign(csrDER, id, ttl)
 }
 
-func (v *vaultIssuer) Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error) {
-	return v.ca.RedeemWith(v.signer, ledger, token, csrDER, ttl)
+func (v *vaultIssuer) Redeem(ledger *pki.TokenLedger, token string, csrDER []byte, ttl time.Duration, opts pki.RedeemOptions) ([]*x509.Certificate, spiffeid.ID, error) {
+	return v.ca.RedeemWith(v.signer, ledger, token, csrDER, ttl, opts)
 }
 
 func (v *vaultIssuer) TrustDomain() spiffeid.TrustDomain { return v.signer.TrustDomain() }
@@ -122,7 +122,7 @@ func (v *vaultIssuer) Roots() []*x509.Certificate { return v.signer.Roots() }
 // EnrolCertificate presents the gateway's built-in-CA certificate and that CA's root on enrolment
 // connections (see enrolCertificate).
 func (v *vaultIssuer) EnrolCertificate(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return enrolCertificate(v.enrol, v.ca)(hi)
+	return enrolCertificate(v.enrol, newCAIssuer(v.ca))(hi)
 }
 
 // run keeps the Vault token and the enrolment certificate fresh until ctx is done.

@@ -9,12 +9,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// RedeemWith is Redeem with another issuer signing: this CA verifies the join token (it signed it)
-// and records it in ledger, then signer issues the SVID (Vault, when it is the city's issuer). The
-// token is spent once recorded, even if signer then fails, as with Redeem; signer's errors (for
-// example ErrIssuerUnavailable) are wrapped so the caller can tell the newcomer to ask again with a
-// new token later.
-func (ca *CA) RedeemWith(signer Issuer, ledger *TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error) {
+// RedeemWith is RedeemChecked with another issuer signing: this CA verifies the join token (it
+// signed it), signer issues the SVID (Vault, when it is the city's issuer), and the token is
+// recorded in ledger before the SVID is returned. If signer fails the token is not spent;
+// signer's errors (for example ErrIssuerUnavailable) are wrapped so the caller can tell the
+// newcomer to try the same token again later.
+func (ca *CA) RedeemWith(signer Issuer, ledger *TokenLedger, token string, csrDER []byte, ttl time.Duration, opts RedeemOptions) ([]*x509.Certificate, spiffeid.ID, error) {
 	if ledger == nil {
 		return nil, spiffeid.ID{}, errors.New("redeeming join token: no ledger")
 	}
@@ -28,7 +28,7 @@ func (ca *CA) RedeemWith(signer Issuer, ledger *TokenLedger, token string, csrDE
 	if _, err := parseCSR(csrDER); err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token: %w", err)
 	}
-	certs, err := ledger.redeem(jt, ca.now(), func() ([]*x509.Certificate, error) { return signer.Sign(csrDER, jt.SPIFFEID, ttl) })
+	certs, err := ledger.redeem(jt, ca.now(), opts, func() ([]*x509.Certificate, error) { return signer.Sign(csrDER, jt.SPIFFEID, ttl) })
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token for %s: %w", jt.SPIFFEID, err)
 	}

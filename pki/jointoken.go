@@ -198,6 +198,16 @@ func (ca *CA) VerifyJoinToken(token string) (JoinToken, error) {
 	return jt, nil
 }
 
+// RedeemOptions are what the caller decides during a redemption, once the token is known genuine.
+type RedeemOptions struct {
+	// Check, when set, may refuse a verified token before anything is signed (the gateway refuses
+	// tokens of a revoked identity); the token is not spent.
+	Check func(JoinToken) error
+	// Record, when set, records the redemption (the gateway's audit log) after signing and before
+	// the token is spent; if it fails, the SVID is discarded and the token is not spent.
+	Record func(JoinToken, []*x509.Certificate) error
+}
+
 // Redeem exchanges a join token and a certificate request for an SVID: it
 // verifies the token (signature by this CA's intermediate, root pin, trust
 // domain, expiry) and the request, records the token in ledger so it never
@@ -206,6 +216,11 @@ func (ca *CA) VerifyJoinToken(token string) (JoinToken, error) {
 // recorded as spent before the SVID is returned; if signing fails it is not
 // spent, and the newcomer tries it again.
 func (ca *CA) Redeem(ledger *TokenLedger, token string, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, spiffeid.ID, error) {
+	return ca.RedeemChecked(ledger, token, csrDER, ttl, RedeemOptions{})
+}
+
+// RedeemChecked is Redeem with opts.
+func (ca *CA) RedeemChecked(ledger *TokenLedger, token string, csrDER []byte, ttl time.Duration, opts RedeemOptions) ([]*x509.Certificate, spiffeid.ID, error) {
 	if ledger == nil {
 		return nil, spiffeid.ID{}, errors.New("redeeming join token: no ledger")
 	}
@@ -217,7 +232,7 @@ func (ca *CA) Redeem(ledger *TokenLedger, token string, csrDER []byte, ttl time.
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token: %w", err)
 	}
-	certs, err := ledger.redeem(jt, ca.now(), func() ([]*x509.Certificate, error) { return ca.issue(pub, jt.SPIFFEID, ttl) })
+	certs, err := ledger.redeem(jt, ca.now(), opts, func() ([]*x509.Certificate, error) { return ca.issue(pub, jt.SPIFFEID, ttl) })
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("redeeming join token for %s: %w", jt.SPIFFEID, err)
 	}

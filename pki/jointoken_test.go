@@ -328,7 +328,7 @@ func TestJoinTokenSurvivesIssuerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	down := &flakySigner{ca: ca, err: errors.New("vault is sealed")}
-	if _, _, err := ca.RedeemWith(down, ledger, tok, csr, time.Hour); err == nil || !strings.Contains(err.Error(), "vault is sealed") {
+	if _, _, err := ca.RedeemWith(down, ledger, tok, csr, time.Hour, RedeemOptions{}); err == nil || !strings.Contains(err.Error(), "vault is sealed") {
 		t.Fatalf("redeeming while the issuer is down: %v", err)
 	}
 	if ledger.Len() != 0 {
@@ -338,7 +338,7 @@ func TestJoinTokenSurvivesIssuerOutage(t *testing.T) {
 	slow := &flakySigner{ca: ca, delay: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
-		_, got, err := ca.RedeemWith(slow, ledger, tok, csr, time.Hour)
+		_, got, err := ca.RedeemWith(slow, ledger, tok, csr, time.Hour, RedeemOptions{})
 		if err == nil && got != id {
 			err = fmt.Errorf("granted %s", got)
 		}
@@ -357,7 +357,7 @@ func TestJoinTokenSurvivesIssuerOutage(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if _, _, err := ca.RedeemWith(ca, ledger, tok, csr, time.Hour); !errors.Is(err, ErrTokenUsed) {
+	if _, _, err := ca.RedeemWith(ca, ledger, tok, csr, time.Hour, RedeemOptions{}); !errors.Is(err, ErrTokenUsed) {
 		t.Fatalf("a second redemption while the first signs: %v, want ErrTokenUsed", err)
 	}
 	close(slow.delay)
@@ -406,5 +406,43 @@ func TestJoinTokenIssuedAt(t *testing.T) {
 	}
 	if _, err := ca.VerifyJoinToken(old); err != nil {
 		t.Fatalf("a token without iat no longer verifies: %v", err)
+	}
+}
+
+// The caller's Check runs only on a genuine token and refuses it unspent; a Record that fails
+// leaves the token unspent and the SVID unreturned; a forged token reaches neither.
+func TestRedeemOptions(t *testing.T) {
+	ca, _ := newTestCA(t, cityTD, time.Now)
+	ledger := openLedger(t, filepath.Join(t.TempDir(), "ledger"))
+	id := spiffeid.RequireFromPath(cityTD, "/dept/health")
+	tok, _ := ca.NewJoinToken(id, time.Hour)
+	csr, _, _ := NewCSR(id)
+	var checked, recorded []string
+	opts := func(checkErr, recordErr error) RedeemOptions {
+		return RedeemOptions{
+			Check:  func(jt JoinToken) error { checked = append(checked, jt.SPIFFEID.String()); return checkErr },
+			Record: func(jt JoinToken, _ []*x509.Certificate) error { recorded = append(recorded, jt.SPIFFEID.String()); return recordErr },
+		}
+	}
+	// A token for another identity, signed by another CA: verified first, so neither hook runs.
+	other, _ := newTestCA(t, cityTD, time.Now)
+	forged, _ := other.NewJoinToken(spiffeid.RequireFromPath(cityTD, "/ops/center"), time.Hour)
+	if _, _, err := ca.RedeemChecked(ledger, forged, csr, time.Hour, opts(nil, nil)); err == nil || len(checked)+len(recorded) != 0 {
+		t.Fatalf("forged token: %v; hooks saw %v %v", err, checked, recorded)
+	}
+	if _, _, err := ca.RedeemChecked(ledger, tok, csr, time.Hour, opts(errors.New("revoked"), nil)); err == nil || len(recorded) != 0 {
+		t.Fatalf("a refused check: %v, recorded %v", err, recorded)
+	}
+	if certs, _, err := ca.RedeemChecked(ledger, tok, csr, time.Hour, opts(nil, errors.New("audit log unavailable"))); err == nil || certs != nil {
+		t.Fatalf("a failed record: %v, %d certificates", err, len(certs))
+	}
+	if ledger.Len() != 0 {
+		t.Fatalf("a refused redemption spent the token (%d entries)", ledger.Len())
+	}
+	if _, got, err := ca.RedeemChecked(ledger, tok, csr, time.Hour, opts(nil, nil)); err != nil || got != id {
+		t.Fatalf("redeeming: %s, %v", got, err)
+	}
+	if ledger.Len() != 1 || len(recorded) != 2 {
+		t.Fatalf("ledger %d entries, recorded %v", ledger.Len(), recorded)
 	}
 }

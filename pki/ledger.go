@@ -216,15 +216,23 @@ func (l *TokenLedger) release(id string) {
 	l.mu.Unlock()
 }
 
-// redeem holds token jt, has sign make the SVID, and records the token as used before returning
-// it. A token whose signing fails (the issuer unavailable) is not spent: the newcomer tries the
-// same token again. The SVID never leaves the process unless the token is recorded, so one token
-// never yields two identities.
-func (l *TokenLedger) redeem(jt JoinToken, now time.Time, sign func() ([]*x509.Certificate, error)) ([]*x509.Certificate, error) {
+// redeem holds token jt, has sign make the SVID, lets opts.Record record it, and records the token
+// as used before returning it. A token whose signing or recording fails (the issuer or the audit
+// log unavailable) is not spent: the newcomer tries the same token again. The SVID never leaves
+// the process unless the token is recorded, so one token never yields two identities.
+func (l *TokenLedger) redeem(jt JoinToken, now time.Time, opts RedeemOptions, sign func() ([]*x509.Certificate, error)) ([]*x509.Certificate, error) {
+	if opts.Check != nil {
+		if err := opts.Check(jt); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.hold(jt.ID, now); err != nil {
 		return nil, err
 	}
 	certs, err := sign()
+	if err == nil && opts.Record != nil {
+		err = opts.Record(jt, certs)
+	}
 	if err != nil {
 		l.release(jt.ID)
 		return nil, err

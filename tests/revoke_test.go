@@ -286,7 +286,7 @@ func TestRevocationCoversUnspentTokens(t *testing.T) {
 	if err == nil || !strings.Contains(out, "revoked") {
 		t.Fatalf("enrolling with a token made before the revocation: %v\n%s", err, out)
 	}
-	f.gws[0].waitFor(t, `enrolment refused[^\n]*made before its revocation`, 10*time.Second)
+	f.gws[0].waitFor(t, `enrolment refused[^\n]*reason=revoked[^\n]*before its revocation`, 10*time.Second)
 
 	time.Sleep(1100 * time.Millisecond)
 	fresh := strings.TrimSpace(mustRun(t, "pki", "token", "--ca", f.caDir, "--spiffe-id", healthID, "--ttl", "10m"))
