@@ -26,8 +26,8 @@ import (
 const RevocationsFile = "revocations.json"
 
 // DefaultMaxRevocations bounds the entries of a revocation list. Entries leave
-// the list RevocationHorizon after they were made, so this is how many
-// revocations a day may bring; a city revokes a handful.
+// the list RevocationHorizon (a week) after they were made, so this is how many
+// revocations a week may bring; a city revokes a handful.
 const DefaultMaxRevocations = 10_000
 
 // DefaultMaxRevocationBytes bounds a revocation list file: DefaultMaxRevocations
@@ -36,9 +36,10 @@ const DefaultMaxRevocationBytes = 8 << 20
 
 // RevocationHorizon is how long an entry stays in force. Every SVID an entry
 // can match was issued before its revocation (plus the clock skew allowance)
-// and lives at most MaxSVIDTTL, so after this long it matches nothing valid and
-// may leave the list.
-const RevocationHorizon = MaxSVIDTTL + DefaultClockSkew
+// and lives at most MaxSVIDTTL, and every join token it refuses was made before
+// it and lives at most MaxJoinTokenTTL, so after this long it matches nothing
+// valid and may leave the list.
+const RevocationHorizon = max(MaxSVIDTTL, MaxJoinTokenTTL) + DefaultClockSkew
 
 // Bounds of one entry's fields.
 const (
