@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"maps"
 	"slices"
 	"time"
@@ -61,9 +64,15 @@ func (rt *Runtime) reloadFederation(ctx context.Context, c *Config) error {
 		fed.order = slices.DeleteFunc(fed.order, func(x spiffeid.TrustDomain) bool { return x == td })
 		fed.mu.Unlock()
 		if p != nil {
-			p.stop()
+			p.stop() // no fetch in flight writes the kept bundle after this
 		}
 		rt.Bundles.Set(td, nil)
+		// The bundle kept from the old source must not be where a re-added or changed entry
+		// starts: it starts from its bootstrap bundle, or refuses the partner until it fetches.
+		kept := filepath.Join(rt.Config.FederationCacheDir(), td.Name()+".json")
+		if err := os.Remove(kept); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			rt.logger.ErrorContext(ctx, "could not remove a removed partner's kept bundle", "file", kept, "err", err)
+		}
 		applied = slices.DeleteFunc(applied, func(f Federation) bool { return f.TrustDomain == td.Name() })
 	}
 	// Removals (and the old half of source changes) first: they only take trust away.

@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -226,6 +228,13 @@ decision := {"allow": false, "reasons": [{"code": "echo", "message": json.marsha
 		t.Fatalf("hospital B before the reload: %v %s", err, body)
 	}
 
+	// A bundle kept for hospital B (as its endpoint's refresher would keep one): removing the
+	// partner must not leave it where a re-added entry would start from.
+	kept := filepath.Join(cfg.FederationCacheDir(), "hospital-b.example.th.json")
+	os.MkdirAll(filepath.Dir(kept), 0o700)
+	if err := os.WriteFile(kept, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	next := *cfg
 	next.Federation = []gateway.Federation{
 		{TrustDomain: fedA.TrustDomain, BundleFile: fedA.BundleFile, TrustLevel: "restricted", Country: "SG"},
@@ -240,6 +249,9 @@ decision := {"allow": false, "reasons": [{"code": "echo", "message": json.marsha
 	}
 	if _, body, err := ask(b, "spiffe://hospital-b.example.th/ehr"); err == nil {
 		t.Errorf("hospital B after its removal: %s; want the handshake refused", body)
+	}
+	if _, err := os.Stat(kept); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the removed partner's kept bundle is still there: %v", err)
 	}
 	got := rt.Config.Federation
 	if len(got) != 1 || got[0].TrustDomain != fedA.TrustDomain || got[0].TrustLevel != "restricted" {

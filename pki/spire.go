@@ -187,7 +187,8 @@ func (s *SPIRESource) OnX509ContextUpdate(c *workloadapi.X509Context) {
 		}
 	}
 	for td := range s.fromAgt {
-		if !seen[td] {
+		// A trust domain the federation list took over since is not SPIRE's to clear.
+		if !seen[td] && !s.opts.Managed(td) {
 			s.opts.Bundles.Set(td, nil)
 			s.opts.Logger.Warn("SPIRE no longer federates with a trust domain; its peers are refused", "trust_domain", td.String())
 		}

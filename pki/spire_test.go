@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,5 +209,33 @@ func TestSPIREUpdates(t *testing.T) {
 	}
 	if adopted, refused, _ := s.Stats(); adopted != 2 || refused != 4 {
 		t.Fatalf("stats: %d adopted, %d refused", adopted, refused)
+	}
+}
+
+// A trust domain first trusted through SPIRE and then taken over by the federation list (a reload
+// adds it) keeps the bundle the federation list installed when the next agent update comes.
+func TestSPIREHandsOverToTheFederationList(t *testing.T) {
+	ca, _ := newTestCA(t, cityTD, time.Now)
+	partner, _ := newTestCA(t, hospitalTD, time.Now)
+	fromList, _ := newTestCA(t, hospitalTD, time.Now)
+	home := x509bundle.FromX509Authorities(cityTD, ca.Roots())
+	bundles := NewTrustBundles()
+	var managed atomic.Bool
+	s := newTestSPIRESource(gatewayID, bundles, func(td spiffeid.TrustDomain) bool { return td == hospitalTD && managed.Load() }, &logBuffer{})
+	svid, err := ca.Issue(gatewayID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.OnX509ContextUpdate(x509Context([]*SVID{svid}, home, x509bundle.FromX509Authorities(hospitalTD, partner.Roots())))
+	if r := bundles.Roots(hospitalTD); len(r) != 1 || !r[0].Equal(partner.Roots()[0]) {
+		t.Fatal("SPIRE's federated bundle was not installed")
+	}
+	// The reload: the federation list now owns the trust domain and installs its own bundle.
+	managed.Store(true)
+	bundles.Set(hospitalTD, fromList.Roots())
+	s.OnX509ContextUpdate(x509Context([]*SVID{svid}, home, x509bundle.FromX509Authorities(hospitalTD, partner.Roots())))
+	s.OnX509ContextUpdate(x509Context([]*SVID{svid}, home))
+	if r := bundles.Roots(hospitalTD); len(r) != 1 || !r[0].Equal(fromList.Roots()[0]) {
+		t.Fatalf("after the hand-over, the bundle in force is %v, want the federation list's", r)
 	}
 }
