@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
@@ -174,10 +175,16 @@ func (k *Keyring) Reload() (int, error) {
 		}
 	}
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	// Delete holds mu: a keyset shredded while the others were read stays shredded.
+	for name := range fresh {
+		if _, err := os.Stat(k.path(name)); errors.Is(err, fs.ErrNotExist) {
+			delete(fresh, name)
+		}
+	}
 	k.cache = fresh
 	k.gen.Add(1)
-	k.mu.Unlock()
-	return len(names), nil
+	return len(fresh), nil
 }
 
 // generation is the number of Reloads so far.
@@ -300,11 +307,37 @@ func (k *Keyring) Delete(name string) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// Another process rewrapping the keyring (pki rewrap-keys) must not write back a keyset
+	// deleted under it: a shredded day key would come back.
+	unlock, err := lockDir(k.dir)
+	if err != nil {
+		return fmt.Errorf("deleting keyset %s: %w", name, err)
+	}
+	defer unlock()
 	delete(k.cache, name)
 	if err := os.Remove(k.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting keyset %s: %w", name, err)
 	}
 	return atomicfile.SyncDir(k.dir)
+}
+
+// lockFile, in a keyring's folder, is flock'd by Delete and Rewrap so they exclude each other
+// across processes.
+const lockFile = ".lock"
+
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("locking keyring: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking keyring: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
 
 // Names lists the keysets whose names start with prefix, sorted.

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -28,9 +29,19 @@ func (k *Keyring) Rewrap(from tink.AEAD) ([]string, error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// A running gateway may shred a day key meanwhile; the lock keeps it from happening between
+	// reading a keyset and writing it back.
+	unlock, err := lockDir(k.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	var done []string
 	for _, name := range names {
 		data, err := os.ReadFile(k.path(name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // shredded since it was listed
+		}
 		if err != nil {
 			return done, fmt.Errorf("reading keyset %s: %w", name, err)
 		}
