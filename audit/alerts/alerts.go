@@ -26,7 +26,8 @@ const (
 	// DefaultMaxPending bounds alerts waiting for the audit store to write again; beyond it the
 	// oldest is dropped (it was logged and sent to the webhook already) and counted.
 	DefaultMaxPending = 1024
-	// DefaultAppendTimeout bounds one append of an alert record.
+	// DefaultAppendTimeout bounds one wait for an alert record's acknowledgement; the append itself
+	// is never abandoned (see pendingAlert.inflight).
 	DefaultAppendTimeout = 5 * time.Second
 )
 
@@ -131,6 +132,8 @@ type Watcher struct {
 	now   func() time.Time
 	rules *rules
 	ver   *incremental
+	// appendTimeout bounds one wait for an alert record's acknowledgement (DefaultAppendTimeout).
+	appendTimeout time.Duration
 
 	mu         sync.Mutex
 	recent     []Alert // ring, oldest first once full
@@ -150,11 +153,15 @@ type Watcher struct {
 type pendingAlert struct {
 	alert Alert
 	slot  int // its place in the ring, to set its index once appended (-1: gone)
-	// uncertain is set when an append was queued but its acknowledgement was not seen (the wait
-	// timed out): the record may be in the log from index from on. It is looked for there before
-	// it is appended again, so one alert never becomes two records.
-	uncertain bool
-	from      uint64
+	// inflight, once the alert's append has started, delivers its outcome. An append is never
+	// abandoned: one that outlasts the append timeout is waited for again at the next flush,
+	// never made a second time, so a slow store gets each alert record once.
+	inflight chan appendResult
+}
+
+type appendResult struct {
+	idx uint64
+	err error
 }
 
 // recordNote is the note of the alert record for the alert with this ID.
@@ -180,6 +187,7 @@ func New(opts Options) (*Watcher, error) {
 	w := &Watcher{
 		opts: opts, cfg: opts.Config.WithDefaults(), log: opts.Logger, now: opts.Now,
 		last: map[string]time.Time{}, own: map[uint64]bool{}, wake: make(chan struct{}, 1),
+		appendTimeout: DefaultAppendTimeout,
 	}
 	w.rules = newRules(w.cfg, opts.MaxTracked, w.raise)
 	if opts.LogKey != nil && w.cfg.enabled(CodeVerificationFailed) {
@@ -241,8 +249,13 @@ func (w *Watcher) raise(a Alert) {
 	a.ID = newID()
 	slot := w.remember(a)
 	if len(w.pending) >= DefaultMaxPending {
-		dropped := w.pending[0]
-		w.pending = w.pending[1:]
+		// The oldest alert whose append has not started makes room: one in flight may still land.
+		i := 0
+		if w.pending[0].inflight != nil {
+			i = 1
+		}
+		dropped := w.pending[i]
+		w.pending = slices.Delete(w.pending, i, i+1)
 		w.status.Dropped++
 		w.log.Error("alert not recorded: too many alerts wait for the audit store", "code", dropped.alert.Code, "id", dropped.alert.ID)
 	}
@@ -457,7 +470,7 @@ func (w *Watcher) forward(r *audit.Record) {
 	own := w.own[r.Index]
 	delete(w.own, r.Index)
 	w.mu.Unlock()
-	if own || w.ownUncertain(r) {
+	if own {
 		return
 	}
 	a := Alert{ID: newID(), Time: r.Time, Gateway: r.Gateway, Identity: r.Source, Service: r.Service, Message: r.Note}
@@ -476,8 +489,9 @@ func (w *Watcher) forward(r *audit.Record) {
 	w.opts.Webhook.Enqueue(a)
 }
 
-// flush appends pending alerts in order, stopping at the first failure (the store is down: they
-// wait for the next tick).
+// flush appends pending alerts in order, one at a time. It stops at the first failure (the store
+// is down: they wait for the next tick), at an append not acknowledged within the append timeout
+// (it goes on; the next flush waits for it again), or when ctx ends.
 func (w *Watcher) flush(ctx context.Context) {
 	for {
 		w.mu.Lock()
@@ -485,110 +499,88 @@ func (w *Watcher) flush(ctx context.Context) {
 			w.mu.Unlock()
 			return
 		}
-		p := w.pending[0]
-		w.mu.Unlock()
+		p := &w.pending[0]
 		a := p.alert
-		rec := &audit.Record{
-			Kind: audit.KindAlert, Time: a.Time, Gateway: a.Gateway, Source: a.Identity, Service: a.Service,
-			Reasons: []audit.Reason{{Code: a.Code, Message: truncate(a.Message, 1024)}},
-			Note:    recordNote(a.ID),
+		if p.inflight == nil {
+			rec := &audit.Record{
+				Kind: audit.KindAlert, Time: a.Time, Gateway: a.Gateway, Source: a.Identity, Service: a.Service,
+				Reasons: []audit.Reason{{Code: a.Code, Message: truncate(a.Message, 1024)}},
+				Note:    recordNote(a.ID),
+			}
+			ch := make(chan appendResult, 1)
+			p.inflight = ch
+			go func() {
+				// No deadline: the store answers for every record it took (committed, failed or
+				// closed), and the Watcher waits for that answer rather than guess.
+				idx, err := w.opts.Log.Append(context.WithoutCancel(ctx), rec)
+				ch <- appendResult{idx, err}
+			}()
 		}
-		if p.uncertain {
-			idx, found, err := w.findRecord(ctx, p.from, rec.Note)
-			if err != nil {
-				w.log.Warn("alerts cannot read the audit log to find an unacknowledged alert record; retrying", "id", a.ID, "err", err)
-				return
-			}
-			if found {
-				w.appended(a.ID, idx)
-				continue
-			}
-		}
-		from := w.opts.Log.Size()
-		// The wait for the acknowledgement is not cut short by shutdown (Run's ctx): a record the
-		// store commits is then always acknowledged, and only the timeout leaves it uncertain.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultAppendTimeout)
-		idx, err := w.opts.Log.Append(actx, rec)
-		cancel()
-		if err != nil {
-			if errors.Is(err, audit.ErrInvalidRecord) {
-				w.log.Error("alert record refused by the log; dropped", "code", a.Code, "err", err)
-				w.dropFirst()
-				continue
-			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				w.mu.Lock()
-				if len(w.pending) > 0 && w.pending[0].alert.ID == a.ID && !w.pending[0].uncertain {
-					w.pending[0].uncertain, w.pending[0].from = true, from
-				}
-				w.mu.Unlock()
-			}
-			w.AppendFailed(err)
+		inflight := p.inflight
+		w.mu.Unlock()
+		timer := time.NewTimer(w.appendTimeout)
+		var r appendResult
+		select {
+		case r = <-inflight:
+			timer.Stop()
+		case <-timer.C:
+			w.AppendFailed(fmt.Errorf("alert record not acknowledged within %s: %w", w.appendTimeout, audit.ErrUnavailable))
+			return
+		case <-ctx.Done():
+			timer.Stop()
 			return
 		}
-		w.appended(a.ID, idx)
-	}
-}
-
-// findRecord looks for the alert record with this note from index from on.
-func (w *Watcher) findRecord(ctx context.Context, from uint64, note string) (uint64, bool, error) {
-	var idx uint64
-	found := false
-	err := w.opts.Log.Records(ctx, from, w.opts.Log.Size(), func(r *audit.Record) error {
-		if r.Kind == audit.KindAlert && r.Note == note {
-			idx, found = r.Index, true
-			return errFound
+		if r.err != nil {
+			w.mu.Lock()
+			if i := w.pendingIndex(a.ID); i >= 0 {
+				w.pending[i].inflight = nil // not taken: it may be appended again
+			}
+			w.mu.Unlock()
+			if errors.Is(r.err, audit.ErrInvalidRecord) {
+				w.log.Error("alert record refused by the log; dropped", "code", a.Code, "err", r.err)
+				w.drop(a.ID)
+				continue
+			}
+			w.AppendFailed(r.err)
+			return
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errFound) {
-		return 0, false, err
+		w.appended(a.ID, r.idx)
 	}
-	return idx, found, nil
 }
 
-var errFound = errors.New("found")
+// pendingIndex is the place of the alert with this ID in the queue, or -1. Called with mu held.
+func (w *Watcher) pendingIndex(id string) int {
+	for i := range w.pending {
+		if w.pending[i].alert.ID == id {
+			return i
+		}
+	}
+	return -1
+}
 
 // appended takes the pending alert with this ID off the queue once its record is at idx.
 func (w *Watcher) appended(id string, idx uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for i, p := range w.pending {
-		if p.alert.ID != id {
-			continue
-		}
-		w.own[idx] = true
-		w.pending = slices.Delete(w.pending, i, i+1)
-		if p.slot >= 0 && p.slot < len(w.recent) && w.recent[p.slot].ID == id {
-			w.recent[p.slot].AuditIndex = &idx
-		}
+	i := w.pendingIndex(id)
+	if i < 0 {
 		return
 	}
+	p := w.pending[i]
+	w.own[idx] = true
+	w.pending = slices.Delete(w.pending, i, i+1)
+	if p.slot >= 0 && p.slot < len(w.recent) && w.recent[p.slot].ID == id {
+		w.recent[p.slot].AuditIndex = &idx
+	}
 }
 
-// ownUncertain reports whether r is the record of a pending alert whose append was not
-// acknowledged, and if so takes the alert off the queue.
-func (w *Watcher) ownUncertain(r *audit.Record) bool {
+// drop takes the alert with this ID off the queue unrecorded.
+func (w *Watcher) drop(id string) {
 	w.mu.Lock()
-	var id string
-	for _, p := range w.pending {
-		if p.uncertain && r.Note == recordNote(p.alert.ID) {
-			id = p.alert.ID
-			break
-		}
+	defer w.mu.Unlock()
+	if i := w.pendingIndex(id); i >= 0 {
+		w.pending = slices.Delete(w.pending, i, i+1)
 	}
-	w.mu.Unlock()
-	if id == "" {
-		return false
-	}
-	w.appended(id, r.Index)
-	return true
-}
-
-func (w *Watcher) dropFirst() {
-	w.mu.Lock()
-	w.pending = w.pending[1:]
-	w.mu.Unlock()
 }
 
 // checkWitnesses raises checkpoint_not_cosigned when a checkpoint waited longer than the deadline

@@ -3,6 +3,7 @@ package alerts
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"github.com/ztgate/ztgate/internal/testenv"
 	"io"
 	"log/slog"
@@ -202,61 +203,78 @@ func TestAuditUnavailableAlertWaitsForTheStore(t *testing.T) {
 	}
 }
 
-// An append whose acknowledgement is lost (the store committed it, the wait timed out) leaves one
-// record, whether the record is found by following the log or looked for before a retry.
-func TestLostAcknowledgementMakesNoSecondRecord(t *testing.T) {
-	t.Run("found before the retry", func(t *testing.T) {
-		w, l, _ := newTestWatcher(t, Config{}, nil)
-		l.lostAcks = 1
-		w.Report(CodeVerificationFailed, "index 12 does not match")
+// A store slower than the append timeout gets each alert record once: the Watcher counts the
+// wait as a failure, waits for the same append at the next flush, and never appends again.
+func TestSlowStoreGetsOneAppend(t *testing.T) {
+	h := newHook(t)
+	w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t) })
+	w.appendTimeout = 20 * time.Millisecond
+	hctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go w.opts.Webhook.Run(hctx)
+	l.gate = make(chan struct{})
+	w.Report(CodeVerificationFailed, "index 12 does not match")
+	for range 3 {
 		w.flush(context.Background())
-		if !w.pending[0].uncertain {
-			t.Fatalf("not marked uncertain after a lost acknowledgement: %+v", w.pending[0])
+	}
+	l.mu.Lock()
+	calls := l.appends
+	l.mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("%d appends while the first was unanswered, want 1", calls)
+	}
+	if st := w.Status(); st.AppendFailures < 3 || st.Pending != 2 {
+		// Each unanswered wait counts as a failure, and raises audit_unavailable (pending too).
+		t.Fatalf("status while the store is slow: %+v", st)
+	}
+	close(l.gate)
+	w.flush(context.Background())
+	if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
+		t.Fatalf("%d verification_failed records, want 1", n)
+	}
+	// Following the log finds the record as the Watcher's own: no second webhook delivery.
+	from := w.follow(context.Background(), 0)
+	if from != l.Size() {
+		t.Fatalf("followed to %d of %d", from, l.Size())
+	}
+	waitUntil(t, "the webhook", func() bool { return len(h.got()) >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	n := 0
+	for _, a := range h.got() {
+		if a.Code == CodeVerificationFailed {
+			n++
 		}
-		w.flush(context.Background())
-		if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
-			t.Fatalf("%d alert records, want 1", n)
-		}
-		if a := findAlert(w.Recent(), CodeVerificationFailed); a.AuditIndex == nil || *a.AuditIndex != recordsOf(l, CodeVerificationFailed)[0].Index {
-			t.Errorf("ring entry %+v", a)
-		}
-	})
-	t.Run("found by following the log", func(t *testing.T) {
-		h := newHook(t)
-		w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t) })
-		l.lostAcks = 1
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { w.Run(ctx); close(done) }()
-		w.Report(CodeVerificationFailed, "index 12 does not match")
-		waitUntil(t, "the record", func() bool { return len(recordsOf(l, CodeVerificationFailed)) == 1 })
-		waitUntil(t, "the queue to empty", func() bool { return w.Status().Pending == 0 })
-		cancel()
-		<-done
-		if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
-			t.Fatalf("%d alert records, want 1", n)
-		}
-		n := 0
-		for _, a := range h.got() {
-			if a.Code == CodeVerificationFailed {
-				n++
-			}
-		}
-		if n != 1 {
-			t.Errorf("%d webhook deliveries, want 1 (the record was forwarded as another's)", n)
-		}
-	})
-	t.Run("a record that never landed is appended again", func(t *testing.T) {
-		w, l, _ := newTestWatcher(t, Config{}, nil)
-		w.Report(CodeVerificationFailed, "index 12 does not match")
-		w.mu.Lock()
-		w.pending[0].uncertain, w.pending[0].from = true, 0
-		w.mu.Unlock()
-		w.flush(context.Background())
-		if n := len(recordsOf(l, CodeVerificationFailed)); n != 1 {
-			t.Fatalf("%d alert records, want 1", n)
-		}
-	})
+	}
+	if n != 1 {
+		t.Errorf("%d webhook deliveries of the alert, want 1", n)
+	}
+	if a := findAlert(w.Recent(), CodeVerificationFailed); a.AuditIndex == nil {
+		t.Errorf("the ring does not know the record's index: %+v", a)
+	}
+}
+
+// The final flush at shutdown is bounded by its context, however slow the store.
+func TestShutdownFlushIsBounded(t *testing.T) {
+	w, l, _ := newTestWatcher(t, Config{}, nil)
+	l.gate = make(chan struct{})
+	defer close(l.gate)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	for i := range 5 {
+		w.Report(CodeVerificationFailed, fmt.Sprintf("mismatch %d", i))
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(3 * DefaultAppendTimeout):
+		t.Fatal("Run did not return with the store stuck")
+	}
+	if took := time.Since(start); took > DefaultAppendTimeout+2*time.Second {
+		t.Errorf("shutdown took %s with the store stuck, want at most about %s", took, DefaultAppendTimeout)
+	}
 }
 
 func recordsOf(l *memLog, code string) []*audit.Record {
