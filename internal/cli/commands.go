@@ -98,7 +98,12 @@ the built-in CA, the policy bundle (reloaded on change or SIGHUP) and the SQLite
 func cmdConnect(ctx context.Context, env *Env, args []string) error {
 	fs := flags(env, "connect", "--config dept.yaml", `Connects a department to the gateway. It dials out (no inbound port), enrols with a
 join token the first time, exposes local HTTP backends as services and offers local HTTP
-ports for the services it consumes.`)
+ports for the services it consumes.
+
+A partner's connector runs under the partner's own trust domain: issuer names the partner's
+own gateway, which enrols and renews it; gateway_id names the other trust domain's gateway;
+and a federation entry for that trust domain (its bundle endpoint, or a bundle file) lets
+the connector verify it. See the README's "A partner hospital's connector".`)
 	cfgPath := fs.String("config", "", "connect config file (YAML)")
 	if err := parse(fs, args); err != nil {
 		return err
