@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -405,6 +408,8 @@ type Runtime struct {
 	SPIRE     *pki.SPIRESource
 	Ledger    *pki.TokenLedger
 	Bundles   *pki.TrustBundles
+	// verification fingerprints the policy verification keys in force (reloaded on SIGHUP).
+	verification string
 	// federated is the federation list's trust domains in force (reloaded on SIGHUP): SPIRE's
 	// bundles for them are ignored.
 	federated atomic.Pointer[map[spiffeid.TrustDomain]map[string]any]
@@ -471,6 +476,7 @@ func Build(ctx context.Context, c *Config, logger *slog.Logger, checkOnly bool) 
 	if err != nil {
 		return nil, err
 	}
+	rt.verification = fingerprintVerification(verification)
 	policyOpts := policies.Options{
 		Bundle: c.Policy.Bundle, Query: c.Policy.Query, Deadline: c.Policy.Deadline,
 		PollInterval: c.Policy.Poll, Verification: verification,
@@ -736,6 +742,12 @@ func (rt *Runtime) Serve(ctx context.Context, pc net.PacketConn) error {
 // promotion list does not, and every change of it is in the audit log before it takes effect.
 func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 	var errs []error
+	if c != nil {
+		// New signing keys apply to the bundles read just below.
+		if err := rt.reloadVerification(ctx, c); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := rt.Policy.Reload(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -781,6 +793,65 @@ func (rt *Runtime) Reload(ctx context.Context, c *Config) error {
 		rt.logger.InfoContext(ctx, "rollout changed", "candidate", rt.Candidate.Revision(), "enforce", cand.Enforce)
 	}
 	return errors.Join(errs...)
+}
+
+// reloadVerification applies c's policy.verification keys: an officer adds a new signing key
+// (or takes a compromised one out) and sends SIGHUP. The change is an audit record before it
+// takes effect; keys that do not load leave the running ones in force.
+func (rt *Runtime) reloadVerification(ctx context.Context, c *Config) error {
+	v, err := c.Policy.Verification.verification()
+	if err != nil {
+		return fmt.Errorf("policy verification keys not reloaded, the running ones stay: %w", err)
+	}
+	fp := fingerprintVerification(v)
+	if fp == rt.verification {
+		return nil // the same keys, whatever their files are called
+	}
+	note := "policy verification keys: " + fp
+	if v == nil {
+		note = "policy verification off: bundles load unsigned"
+	}
+	if _, err := rt.Audit.Append(ctx, &audit.Record{Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: rt.Config.SPIFFEID, Note: note}); err != nil {
+		return fmt.Errorf("policy verification keys not reloaded (recording the change): %w", err)
+	}
+	for _, e := range []*policies.Engine{rt.Policy, rt.Candidate} {
+		if e == nil {
+			continue
+		}
+		if err := e.SetVerification(v); err != nil {
+			return fmt.Errorf("policy verification keys: %w", err)
+		}
+	}
+	rt.verification = fp
+	rt.Config.Policy.Verification = c.Policy.Verification
+	if v == nil {
+		rt.logger.WarnContext(ctx, "policy verification turned off: bundles now load unsigned")
+	} else {
+		rt.logger.InfoContext(ctx, "policy verification keys reloaded", "keys", fp)
+	}
+	return nil
+}
+
+// fingerprintVerification names a set of verification keys by key ID and the SHA-256 of each
+// public key, and the scope: "" when bundles need no signature.
+func fingerprintVerification(v *policies.Verification) string {
+	if v == nil {
+		return ""
+	}
+	ids := slices.Sorted(maps.Keys(v.Keys))
+	parts := make([]string, 0, len(ids)+1)
+	for _, id := range ids {
+		der, err := x509.MarshalPKIXPublicKey(v.Keys[id])
+		if err != nil {
+			der = []byte(err.Error())
+		}
+		sum := sha256.Sum256(der)
+		parts = append(parts, id+"="+hex.EncodeToString(sum[:8]))
+	}
+	if v.Scope != "" {
+		parts = append(parts, "scope="+v.Scope)
+	}
+	return strings.Join(parts, " ")
 }
 
 // activation is the hook that runs before a bundle decides anything: with require_logged_bundles it

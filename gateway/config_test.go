@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"crypto"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,4 +141,109 @@ func TestPolicyRecordNamesSourceAndKey(t *testing.T) {
 	if len(found) != 1 || found[0].PolicyRevision != rt.Policy.Revision() || found[0].Note != want {
 		t.Fatalf("policy records = %+v, want one for %s noting %q", found, rt.Policy.Revision(), want)
 	}
+}
+
+// TestReloadVerificationKeys rotates the policy signing key on a running gateway: a bundle signed
+// with a new key is refused until the config lists that key and SIGHUP (Reload) applies it; the
+// change is an audit record; a key file that does not load leaves the keys in force.
+func TestReloadVerificationKeys(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "keys"), 0o755)
+	keyFor := func(name string) crypto.Signer {
+		key, err := policies.NewSigningKey(policies.KeyEd25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, pub, _ := policies.MarshalSigningKey(key)
+		os.WriteFile(filepath.Join(dir, "keys", name+".pub"), pub, 0o644)
+		return key
+	}
+	old, next := keyFor("officer-1"), keyFor("officer-2")
+	bundle := filepath.Join(dir, "bundle")
+	if err := policies.WriteDefaultBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+	sign := func(key crypto.Signer, id, revision string) {
+		manifest := filepath.Join(bundle, ".manifest")
+		b, _ := os.ReadFile(manifest)
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		m["revision"] = revision
+		b, _ = json.Marshal(m)
+		os.WriteFile(manifest, b, 0o644)
+		os.Remove(filepath.Join(bundle, ".signatures.json"))
+		sig, err := policies.SignBundle(bundle, key, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(bundle, ".signatures.json"), sig, 0o644)
+	}
+	sign(old, "officer-1", "r1")
+	head := "listen: 127.0.0.1:0\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\naudit:\n  path: state/audit.db\npolicy:\n  bundle: bundle\n  poll: 0s\n  verification:\n    keys:\n"
+	write := func(name, keys string) *gateway.Config {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(head+keys), 0o644)
+		c, err := gateway.LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cfg := write("gateway.yaml", "      officer-1: keys/officer-1.pub\n")
+	rt, err := gateway.Build(t.Context(), cfg, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	revision := func() string { return strings.SplitN(rt.Policy.Revision(), "@", 2)[0] }
+
+	sign(next, "officer-2", "r2")
+	if err := rt.Reload(t.Context(), cfg); err == nil || revision() != "r1" {
+		t.Fatalf("a bundle signed with a key not listed yet: %v, revision %s", err, revision())
+	}
+	if err := rt.Reload(t.Context(), write("broken.yaml", "      officer-2: keys/missing.pub\n")); err == nil || !strings.Contains(err.Error(), "not reloaded") || revision() != "r1" {
+		t.Fatalf("keys that do not load: %v, revision %s", err, revision())
+	}
+	both := write("both.yaml", "      officer-1: keys/officer-1.pub\n      officer-2: keys/officer-2.pub\n")
+	if err := rt.Reload(t.Context(), both); err != nil || revision() != "r2" {
+		t.Fatalf("after listing the new key: %v, revision %s", err, revision())
+	}
+	// The same keys under other file names change nothing.
+	os.WriteFile(filepath.Join(dir, "keys", "copy.pub"), mustRead(t, filepath.Join(dir, "keys", "officer-2.pub")), 0o644)
+	if err := rt.Reload(t.Context(), write("renamed.yaml", "      officer-1: keys/officer-1.pub\n      officer-2: keys/copy.pub\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The old key goes; a bundle it signs is refused.
+	if err := rt.Reload(t.Context(), write("new-only.yaml", "      officer-2: keys/officer-2.pub\n")); err != nil {
+		t.Fatal(err)
+	}
+	sign(old, "officer-1", "r3")
+	if err := rt.Reload(t.Context(), nil); err == nil || revision() != "r2" {
+		t.Fatalf("a bundle signed with the retired key: %v, revision %s", err, revision())
+	}
+	rt.Close()
+	var notes []string
+	if err := audit.ReadRecords(t.Context(), filepath.Join(dir, "state", "audit.db"), func(r *audit.Record) error {
+		if r.Kind == audit.KindPolicy && strings.HasPrefix(r.Note, "policy verification keys: ") {
+			notes = append(notes, r.Note)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 2 || !strings.Contains(notes[0], "officer-1=") || !strings.Contains(notes[0], "officer-2=") || strings.Contains(notes[1], "officer-1=") {
+		t.Fatalf("verification key records: %q", notes)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

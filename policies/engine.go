@@ -126,7 +126,7 @@ type Options struct {
 // active bundle is swapped atomically on Reload.
 type Engine struct {
 	source   bundleSource
-	verifier *verifier // nil: bundles load unsigned
+	verifier *verifier // nil: bundles load unsigned; under reloadMu after NewEngine
 	poll     time.Duration
 	query    string
 	deadline time.Duration
@@ -228,6 +228,24 @@ func (e *Engine) Service(name string) (Destination, bool) {
 	d, ok := e.active.Load().services[name]
 	d.Labels = maps.Clone(d.Labels)
 	return d, ok
+}
+
+// SetVerification replaces the keys that must sign bundles (nil: bundles load unsigned). It
+// applies from the next load, which Reload makes: the bundle in force was verified when it was
+// loaded, and a bundle signed only by a key taken out is refused at that load, keeping the
+// running one (and alerting) as for any refused bundle.
+func (e *Engine) SetVerification(v *Verification) error {
+	var ver *verifier
+	if v != nil {
+		var err error
+		if ver, err = newVerifier(v); err != nil {
+			return err
+		}
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	e.verifier = ver
+	return nil
 }
 
 // Reload reads the bundle afresh and, only when it verified and prepared
