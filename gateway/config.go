@@ -807,9 +807,12 @@ func (rt *Runtime) reloadVerification(ctx context.Context, c *Config) error {
 	if fp == rt.verification {
 		return nil // the same keys, whatever their files are called
 	}
-	note := "policy verification keys: " + fp
 	if v == nil {
-		note = "policy verification off: bundles load unsigned"
+		return errors.New("policy.verification was removed: turning bundle signature checks off needs a restart; the keys in force stay")
+	}
+	note := "policy verification keys: " + fp
+	if rt.verification == "" {
+		note = "policy verification on: " + fp
 	}
 	if _, err := rt.Audit.Append(ctx, &audit.Record{Kind: audit.KindPolicy, Time: time.Now().UTC(), Gateway: rt.Config.SPIFFEID, Note: note}); err != nil {
 		return fmt.Errorf("policy verification keys not reloaded (recording the change): %w", err)
@@ -824,11 +827,7 @@ func (rt *Runtime) reloadVerification(ctx context.Context, c *Config) error {
 	}
 	rt.verification = fp
 	rt.Config.Policy.Verification = c.Policy.Verification
-	if v == nil {
-		rt.logger.WarnContext(ctx, "policy verification turned off: bundles now load unsigned")
-	} else {
-		rt.logger.InfoContext(ctx, "policy verification keys reloaded", "keys", fp)
-	}
+	rt.logger.InfoContext(ctx, "policy verification keys reloaded", "keys", fp)
 	return nil
 }
 

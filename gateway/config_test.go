@@ -224,6 +224,38 @@ func TestReloadVerificationKeys(t *testing.T) {
 	if err := rt.Reload(t.Context(), nil); err == nil || revision() != "r2" {
 		t.Fatalf("a bundle signed with the retired key: %v, revision %s", err, revision())
 	}
+	in := &policies.Input{Action: policies.ActionExchange, Source: policies.Source{SPIFFEID: "spiffe://city.example.vn/ops/center", TrustDomain: "city.example.vn"},
+		Destination: policies.Destination{Service: "cadastre.parcels"}, Request: policies.Request{Method: "GET", Path: "/parcels/q1", Purpose: "operations"},
+		Context: policies.Context{Time: time.Now().UTC().Truncate(time.Second)}}
+	if d := rt.Policy.Decide(t.Context(), in); d.NoDecision {
+		t.Fatalf("r2 decides nothing: %+v", d.Reasons)
+	}
+	// Signature checks cannot be turned off without a restart.
+	off := filepath.Join(dir, "off.yaml")
+	os.WriteFile(off, []byte(strings.SplitN(head, "  verification:", 2)[0]), 0o644)
+	offCfg, err := gateway.LoadConfig(off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Reload(t.Context(), offCfg); err == nil || !strings.Contains(err.Error(), "needs a restart") {
+		t.Fatalf("turning verification off on SIGHUP: %v", err)
+	}
+	// officer-2's key is found compromised: it goes, and no bundle signed with a listed key is
+	// there yet. The bundle it signed decides nothing until one is.
+	sign(next, "officer-2", "r4")
+	if err := rt.Reload(t.Context(), write("old-only.yaml", "      officer-1: keys/officer-1.pub\n")); err == nil || revision() != "r2" {
+		t.Fatalf("after taking out the key that signed the bundle in force: %v, revision %s", err, revision())
+	}
+	if d := rt.Policy.Decide(t.Context(), in); !d.NoDecision || !strings.Contains(d.Reasons[0].Message, `signed with key "officer-2", which is no longer a verification key`) {
+		t.Fatalf("the distrusted bundle decided: %+v", d)
+	}
+	sign(old, "officer-1", "r5")
+	if err := rt.Reload(t.Context(), nil); err != nil || revision() != "r5" {
+		t.Fatalf("a bundle signed with a listed key: %v, revision %s", err, revision())
+	}
+	if d := rt.Policy.Decide(t.Context(), in); d.NoDecision {
+		t.Fatalf("r5 decides nothing: %+v", d.Reasons)
+	}
 	rt.Close()
 	var notes []string
 	if err := audit.ReadRecords(t.Context(), filepath.Join(dir, "state", "audit.db"), func(r *audit.Record) error {
@@ -234,7 +266,7 @@ func TestReloadVerificationKeys(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(notes) != 2 || !strings.Contains(notes[0], "officer-1=") || !strings.Contains(notes[0], "officer-2=") || strings.Contains(notes[1], "officer-1=") {
+	if len(notes) != 3 || !strings.Contains(notes[0], "officer-1=") || !strings.Contains(notes[0], "officer-2=") || strings.Contains(notes[1], "officer-1=") || strings.Contains(notes[2], "officer-2=") {
 		t.Fatalf("verification key records: %q", notes)
 	}
 }

@@ -141,6 +141,9 @@ type Engine struct {
 	served   serverVersion // what a bundle server served for the active bundle; under reloadMu
 	active   atomic.Pointer[policySet]
 	status   status
+	// distrust, when set, says why the bundle in force may not decide: the key that signed it
+	// was taken out of the verification keys, and no bundle signed by a listed key loaded since.
+	distrust atomic.Pointer[string]
 }
 
 // NewEngine loads, verifies, compiles and prepares the bundle from
@@ -203,6 +206,7 @@ func NewEngine(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}
 	e.active.Store(ps)
+	e.distrust.Store(nil)
 	e.served = bf.served
 	e.lastRefusal = ""
 	e.status.activated(ps.info, time.Now())
@@ -231,9 +235,10 @@ func (e *Engine) Service(name string) (Destination, bool) {
 }
 
 // SetVerification replaces the keys that must sign bundles (nil: bundles load unsigned). It
-// applies from the next load, which Reload makes: the bundle in force was verified when it was
-// loaded, and a bundle signed only by a key taken out is refused at that load, keeping the
-// running one (and alerting) as for any refused bundle.
+// applies from the next load, which Reload makes. If the key that signed the bundle in force is
+// taken out (or its key changes), that bundle decides nothing from now on, every decision is "no
+// decision" saying why, until a bundle signed by a listed key loads: a key taken out is a key in
+// doubt.
 func (e *Engine) SetVerification(v *Verification) error {
 	var ver *verifier
 	if v != nil {
@@ -244,8 +249,22 @@ func (e *Engine) SetVerification(v *Verification) error {
 	}
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
+	if ps := e.active.Load(); ps.info.Signed && ver != nil && !sameKey(e.verifier, ver, ps.info.KeyID) {
+		why := fmt.Sprintf("the policy bundle in force (%s) was signed with key %q, which is no longer a verification key; nothing is decided until a bundle signed with a listed key loads", ps.revision, ps.info.KeyID)
+		e.distrust.Store(&why)
+		e.log.Error("policy bundle in force no longer trusted", "revision", ps.revision, "key_id", ps.info.KeyID)
+	}
 	e.verifier = ver
 	return nil
+}
+
+// sameKey reports whether key id is in both verifiers with the same key.
+func sameKey(a, b *verifier, id string) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ka, kb := a.keys[id], b.keys[id]
+	return ka != nil && kb != nil && ka.Key == kb.Key && ka.Algorithm == kb.Algorithm
 }
 
 // Reload reads the bundle afresh and, only when it verified and prepared
@@ -275,6 +294,9 @@ func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 		return err
 	}
 	if bf.unchanged || ps.revision == old.revision {
+		if !bf.unchanged {
+			e.distrust.Store(nil) // the same bundle verified again, under the keys in force now
+		}
 		e.served = bf.served
 		e.status.checked()
 		return nil // same content: nothing changes, nothing to record
@@ -290,6 +312,7 @@ func (e *Engine) reloadLocked(ctx context.Context, since *serverVersion) error {
 		}
 	}
 	e.active.Store(ps)
+	e.distrust.Store(nil)
 	e.served = bf.served
 	e.lastRefusal = ""
 	e.status.activated(ps.info, time.Now())
@@ -321,6 +344,9 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	}()
 	if in == nil {
 		return noDecision(ps.revision, "no input")
+	}
+	if why := e.distrust.Load(); why != nil {
+		return noDecision(ps.revision, *why)
 	}
 	in = withCatalogDestination(ps, in)
 	key, cacheable := ps.use.key(in)
