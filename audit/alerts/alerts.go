@@ -470,7 +470,7 @@ func (w *Watcher) forward(r *audit.Record) {
 	own := w.own[r.Index]
 	delete(w.own, r.Index)
 	w.mu.Unlock()
-	if own {
+	if own || w.takeByNote(r) {
 		return
 	}
 	a := Alert{ID: newID(), Time: r.Time, Gateway: r.Gateway, Identity: r.Source, Service: r.Service, Message: r.Note}
@@ -572,6 +572,25 @@ func (w *Watcher) appended(id string, idx uint64) {
 	if p.slot >= 0 && p.slot < len(w.recent) && w.recent[p.slot].ID == id {
 		w.recent[p.slot].AuditIndex = &idx
 	}
+}
+
+// takeByNote reports whether r is the record of a pending alert whose append the Watcher is still
+// waiting for (following the log can reach the record before flush sees the acknowledgement), and
+// if so takes the alert off the queue as appended at r.Index.
+func (w *Watcher) takeByNote(r *audit.Record) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, p := range w.pending {
+		if p.inflight == nil || r.Note != recordNote(p.alert.ID) {
+			continue
+		}
+		w.pending = slices.Delete(w.pending, i, i+1)
+		if idx := r.Index; p.slot >= 0 && p.slot < len(w.recent) && w.recent[p.slot].ID == p.alert.ID {
+			w.recent[p.slot].AuditIndex = &idx
+		}
+		return true
+	}
+	return false
 }
 
 // drop takes the alert with this ID off the queue unrecorded.

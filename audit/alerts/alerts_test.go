@@ -253,6 +253,45 @@ func TestSlowStoreGetsOneAppend(t *testing.T) {
 	}
 }
 
+// When the record of a slow append lands and following the log reaches it before flush sees the
+// acknowledgement, it is still the Watcher's own: not forwarded as another's alert, not appended
+// again.
+func TestSlowAppendFoundByFollowing(t *testing.T) {
+	h := newHook(t)
+	w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t) })
+	w.appendTimeout = 20 * time.Millisecond
+	hctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go w.opts.Webhook.Run(hctx)
+	l.gate = make(chan struct{})
+	w.Report(CodeVerificationFailed, "index 12 does not match")
+	w.flush(context.Background())
+	close(l.gate)
+	waitUntil(t, "the record", func() bool { return len(recordsOf(l, CodeVerificationFailed)) == 1 })
+	w.follow(context.Background(), 0)
+	w.flush(context.Background())
+	waitUntil(t, "the webhook", func() bool { return len(h.got()) >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	n := 0
+	for _, a := range h.got() {
+		if a.Code == CodeVerificationFailed {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d webhook deliveries of the alert, want 1", n)
+	}
+	if got := len(recordsOf(l, CodeVerificationFailed)); got != 1 {
+		t.Errorf("%d records, want 1", got)
+	}
+	if a := findAlert(w.Recent(), CodeVerificationFailed); a.AuditIndex == nil {
+		t.Errorf("the ring does not know the record's index: %+v", a)
+	}
+	if c := len(w.Recent()); c > 2 { // the alert, and audit_unavailable for the slow wait
+		t.Errorf("%d alerts in the ring: the record was taken for another's", c)
+	}
+}
+
 // The final flush at shutdown is bounded by its context, however slow the store.
 func TestShutdownFlushIsBounded(t *testing.T) {
 	w, l, _ := newTestWatcher(t, Config{}, nil)
