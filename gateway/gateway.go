@@ -538,6 +538,7 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	// is not spent, and no SVID leaves unrecorded.
 	var revokedWhy string
 	var recordErr error
+	var allowIdx *uint64 // the allow record, once written
 	opts := pki.RedeemOptions{
 		Check: func(jt pki.JoinToken) error {
 			if why := g.tokenRevoked(jt); why != "" {
@@ -549,10 +550,12 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 		},
 		Record: func(jt pki.JoinToken, _ []*x509.Certificate) error {
 			rec.Source, rec.Decision = jt.SPIFFEID.String(), "allow"
-			if _, err := g.opts.Audit.Append(ctx, rec); err != nil {
+			idx, err := g.opts.Audit.Append(ctx, rec)
+			if err != nil {
 				recordErr = err
 				return err
 			}
+			allowIdx = &idx
 			return nil
 		},
 	}
@@ -575,12 +578,25 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 	if revokedWhy != "" {
 		reason = audit.Reason{Code: pki.CodeRevoked, Message: revokedWhy}
 	}
-	rec.Decision, rec.Reasons = "deny", []audit.Reason{reason}
 	refuse := func(code, msg string) {
 		g.refuseStream(str, code, msg)
 		str.Close()
 		lingerForPeer(conn) // so the newcomer reads why
 	}
+	if allowIdx != nil {
+		// The enrolment was recorded as allowed, then the token could not be spent (the ledger
+		// failed or closed): no SVID was sent, and the log must say so whatever the rate limit.
+		deny := *rec
+		deny.Index, deny.DecisionIndex = 0, allowIdx
+		deny.Decision, deny.Reasons = "deny", []audit.Reason{{Code: "enrolment_incomplete", Message: "recorded, but the join token could not be spent; no SVID was sent: " + err.Error()}}
+		if _, aerr := g.opts.Audit.Append(ctx, &deny); aerr != nil {
+			g.logger.ErrorContext(ctx, "audit log unavailable: an allowed enrolment that did not complete is not recorded as such", "allow_index", *allowIdx, "err", aerr)
+		}
+		g.logger.ErrorContext(ctx, "enrolment not completed: the join token could not be spent", "id", rec.Source, "err", err)
+		refuse(CodeUnavailable, "enrolment could not be completed; try the same token again")
+		return
+	}
+	rec.Decision, rec.Reasons = "deny", []audit.Reason{reason}
 	if !g.authLog.Allow() {
 		// Failed enrolments come from unauthenticated peers: like failed handshakes, they are
 		// recorded up to a rate and counted beyond it.

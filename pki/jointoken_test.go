@@ -445,4 +445,10 @@ func TestRedeemOptions(t *testing.T) {
 	if ledger.Len() != 1 || len(recorded) != 2 {
 		t.Fatalf("ledger %d entries, recorded %v", ledger.Len(), recorded)
 	}
+	// Recorded, then the token cannot be spent (the ledger closes): no SVID is returned.
+	tok2, _ := ca.NewJoinToken(id, time.Hour)
+	closing := RedeemOptions{Record: func(JoinToken, []*x509.Certificate) error { return ledger.Close() }}
+	if certs, _, err := ca.RedeemChecked(ledger, tok2, csr, time.Hour, closing); err == nil || certs != nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("a ledger that cannot record the token: %d certificates, %v", len(certs), err)
+	}
 }
