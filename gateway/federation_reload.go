@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"maps"
 	"slices"
 	"time"
 
@@ -51,7 +50,24 @@ func (rt *Runtime) reloadFederation(ctx context.Context, c *Config) error {
 	for _, f := range c.Federation {
 		next[spiffeid.RequireTrustDomainFromString(f.TrustDomain)] = f
 	}
+	// Every trust domain the list names, before or after this reload, is the list's from now on:
+	// SPIRE's bundle for it is not adopted, neither while the list installs its own nor after it
+	// drops one (until a restart).
+	managed := map[spiffeid.TrustDomain]map[string]any{}
+	for td := range old {
+		managed[td] = nil
+	}
+	for td := range next {
+		managed[td] = nil
+	}
+	if prev := rt.federated.Load(); prev != nil {
+		for td := range *prev {
+			managed[td] = nil
+		}
+	}
+	rt.federated.Store(&managed)
 	var errs []error
+	staleKept := map[spiffeid.TrustDomain]bool{}
 	applied := slices.Clone(rt.Config.Federation)
 	note := func(text string) error {
 		_, err := rt.Audit.Append(ctx, &audit.Record{Kind: audit.KindNote, Time: time.Now().UTC(), Gateway: rt.Config.SPIFFEID, Note: text})
@@ -72,6 +88,7 @@ func (rt *Runtime) reloadFederation(ctx context.Context, c *Config) error {
 		kept := filepath.Join(rt.Config.FederationCacheDir(), td.Name()+".json")
 		if err := os.Remove(kept); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			rt.logger.ErrorContext(ctx, "could not remove a removed partner's kept bundle", "file", kept, "err", err)
+			staleKept[td] = true
 		}
 		applied = slices.DeleteFunc(applied, func(f Federation) bool { return f.TrustDomain == td.Name() })
 	}
@@ -119,6 +136,10 @@ func (rt *Runtime) reloadFederation(ctx context.Context, c *Config) error {
 		if f, ok := old[td]; ok && sameSource(f, n) {
 			continue
 		}
+		if staleKept[td] {
+			errs = append(errs, fmt.Errorf("federation %s: not added: the bundle kept from its old source could not be removed", td))
+			continue
+		}
 		if err := note(fmt.Sprintf("federation: %s added (trust level %q, country %q, %s)", td, n.TrustLevel, n.Country, sourceOf(n))); err != nil {
 			errs = append(errs, fmt.Errorf("federation %s: not added: recording it: %w", td, err))
 			continue
@@ -141,24 +162,7 @@ func (rt *Runtime) reloadFederation(ctx context.Context, c *Config) error {
 		rt.logger.InfoContext(ctx, "federated trust domain added", "trust_domain", td.String(), "trust_level", n.TrustLevel, "country", n.Country)
 	}
 	applied = append(applied, added...)
-	attrs := (&Config{Federation: applied}).peerAttributes()
-	g.SetPeerAttributes(attrs)
-	// A partner taken out of the list stays out: SPIRE's bundle for it, if SPIRE federates it
-	// too, is not adopted in its place until a restart.
-	managed := maps.Clone(attrs)
-	for td := range old {
-		if _, ok := managed[td]; !ok {
-			managed[td] = nil
-		}
-	}
-	if prev := rt.federated.Load(); prev != nil {
-		for td := range *prev {
-			if _, ok := managed[td]; !ok {
-				managed[td] = nil
-			}
-		}
-	}
-	rt.federated.Store(&managed)
+	g.SetPeerAttributes((&Config{Federation: applied}).peerAttributes())
 	rt.Config.Federation = applied
 	return errors.Join(errs...)
 }
