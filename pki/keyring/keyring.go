@@ -305,15 +305,16 @@ func (k *Keyring) Delete(name string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	// Another process rewrapping the keyring (pki rewrap-keys) must not write back a keyset
-	// deleted under it: a shredded day key would come back.
+	// deleted under it: a shredded day key would come back. The folder lock is taken before mu,
+	// so waiting for a rewrap never holds up the keyring's readers.
 	unlock, err := lockDir(k.dir)
 	if err != nil {
 		return fmt.Errorf("deleting keyset %s: %w", name, err)
 	}
 	defer unlock()
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	delete(k.cache, name)
 	if err := os.Remove(k.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting keyset %s: %w", name, err)

@@ -23,19 +23,19 @@ import (
 // keyset readable under one of the two KEKs and may simply be run again. It returns the keysets
 // it rewrote; a keyset that opens under neither KEK stops it with the reason.
 func (k *Keyring) Rewrap(from tink.AEAD) ([]string, error) {
+	// A running gateway may shred a day key meanwhile; the folder lock (taken before mu, as
+	// Delete does) keeps that from happening between reading a keyset and writing it back.
+	unlock, err := lockDir(k.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	names, err := k.Names("")
 	if err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	// A running gateway may shred a day key meanwhile; the lock keeps it from happening between
-	// reading a keyset and writing it back.
-	unlock, err := lockDir(k.dir)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	var done []string
 	for _, name := range names {
 		data, err := os.ReadFile(k.path(name))
