@@ -420,8 +420,11 @@ func TestRedeemOptions(t *testing.T) {
 	var checked, recorded []string
 	opts := func(checkErr, recordErr error) RedeemOptions {
 		return RedeemOptions{
-			Check:  func(jt JoinToken) error { checked = append(checked, jt.SPIFFEID.String()); return checkErr },
-			Record: func(jt JoinToken, _ []*x509.Certificate) error { recorded = append(recorded, jt.SPIFFEID.String()); return recordErr },
+			Check: func(jt JoinToken) error { checked = append(checked, jt.SPIFFEID.String()); return checkErr },
+			Record: func(jt JoinToken, _ []*x509.Certificate) error {
+				recorded = append(recorded, jt.SPIFFEID.String())
+				return recordErr
+			},
 		}
 	}
 	// A token for another identity, signed by another CA: verified first, so neither hook runs.
