@@ -103,62 +103,98 @@ func TestFederationConfig(t *testing.T) {
 	}
 }
 
-// TestPartnerAttributes runs a gateway whose policy echoes input.source.attributes: a partner's
-// peers carry its federation entry's trust level and country, the city's own peers carry none,
-// and a partner without a trust level carries only that it is federated.
-func TestPartnerAttributes(t *testing.T) {
-	dir := t.TempDir()
-	city, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now())
-	if err != nil {
+// echoCity is a city CA, two partner hospitals' CAs and a policy that refuses every exchange with
+// input.source.attributes as its reason: what the gateway says of each peer's trust domain.
+type echoCity struct {
+	dir        string
+	city, a, b *pki.CA
+	fedA, fedB gateway.Federation
+}
+
+func newEchoCity(t *testing.T) *echoCity {
+	t.Helper()
+	e := &echoCity{dir: t.TempDir()}
+	var err error
+	if e.city, err = pki.InitCA(filepath.Join(e.dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := pki.InitCA(filepath.Join(dir, "a"), spiffeid.RequireTrustDomainFromString("hospital-a.example.sg"), time.Now())
-	b, _ := pki.InitCA(filepath.Join(dir, "b"), spiffeid.RequireTrustDomainFromString("hospital-b.example.th"), time.Now())
-	os.MkdirAll(filepath.Join(dir, "policy"), 0o755)
-	os.WriteFile(filepath.Join(dir, "policy", "echo.rego"), []byte(`package ztgate
+	e.a, _ = pki.InitCA(filepath.Join(e.dir, "a"), spiffeid.RequireTrustDomainFromString("hospital-a.example.sg"), time.Now())
+	e.b, _ = pki.InitCA(filepath.Join(e.dir, "b"), spiffeid.RequireTrustDomainFromString("hospital-b.example.th"), time.Now())
+	os.MkdirAll(filepath.Join(e.dir, "policy"), 0o755)
+	os.WriteFile(filepath.Join(e.dir, "policy", "echo.rego"), []byte(`package ztgate
 
 decision := {"allow": false, "reasons": [{"code": "echo", "message": json.marshal(input.source.attributes)}]}
 `), 0o644)
+	e.fedA = gateway.Federation{TrustDomain: "hospital-a.example.sg", BundleFile: filepath.Join(e.dir, "a", pki.BundleFile), TrustLevel: "trusted", Country: "SG"}
+	e.fedB = gateway.Federation{TrustDomain: "hospital-b.example.th", BundleFile: filepath.Join(e.dir, "b", pki.BundleFile)}
+	return e
+}
+
+// serve builds and serves a city gateway federated with fed; it returns the runtime and address.
+func (e *echoCity) serve(t *testing.T, ctx context.Context, fed ...gateway.Federation) (*gateway.Runtime, *gateway.Config, string) {
+	t.Helper()
 	cfg := &gateway.Config{
-		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(dir, "ca"),
-		Policy: gateway.PolicyConfig{Bundle: filepath.Join(dir, "policy")},
-		Audit:  gateway.AuditConfig{Path: filepath.Join(dir, "audit.db")},
-		Federation: []gateway.Federation{
-			{TrustDomain: "hospital-a.example.sg", BundleFile: filepath.Join(dir, "a", pki.BundleFile), TrustLevel: "trusted", Country: "SG"},
-			{TrustDomain: "hospital-b.example.th", BundleFile: filepath.Join(dir, "b", pki.BundleFile)},
-		},
+		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(e.dir, "ca"),
+		Policy:     gateway.PolicyConfig{Bundle: filepath.Join(e.dir, "policy")},
+		Audit:      gateway.AuditConfig{Path: filepath.Join(e.dir, "audit.db")},
+		Federation: fed,
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	rt, err := gateway.Build(ctx, cfg, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Close()
+	t.Cleanup(func() { rt.Close() })
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go rt.Serve(ctx, pc)
+	return rt, cfg, pc.LocalAddr().String()
+}
+
+// ask makes one HTTP/3 exchange at addr as id, with an SVID from ca, on a fresh connection.
+func (e *echoCity) ask(t *testing.T, addr string, ca *pki.CA, id string) (int, string, error) {
+	t.Helper()
+	svid, err := ca.Issue(spiffeid.RequireFromString(id), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := pki.NewTrustBundles()
+	roots.Set(e.city.TrustDomain(), e.city.Roots())
+	tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), roots, []string{wire.ALPNH3},
+		spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
+	req, _ := http.NewRequest("GET", "https://"+addr+"/health.records/Patient/1", nil)
+	req.Header.Set(gateway.HeaderPurpose, "treatment")
+	resp, err := h3(t, tlsConf).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), nil
+}
+
+// TestPartnerAttributes runs a gateway whose policy echoes input.source.attributes: a partner's
+// peers carry its federation entry's trust level and country, the city's own peers carry none,
+// and a partner without a trust level carries only that it is federated.
+func TestPartnerAttributes(t *testing.T) {
+	e := newEchoCity(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, _, addr := e.serve(t, ctx, e.fedA, e.fedB)
 	for _, tc := range []struct {
 		ca   *pki.CA
 		id   string
 		want string
 	}{
-		{a, "spiffe://hospital-a.example.sg/ehr", `{\"country\":\"SG\",\"federated\":true,\"trust_level\":\"trusted\"}`},
-		{b, "spiffe://hospital-b.example.th/ehr", `{\"federated\":true}`},
-		{city, "spiffe://city.example.vn/ops/center", `{}`},
+		{e.a, "spiffe://hospital-a.example.sg/ehr", `{\"country\":\"SG\",\"federated\":true,\"trust_level\":\"trusted\"}`},
+		{e.b, "spiffe://hospital-b.example.th/ehr", `{\"federated\":true}`},
+		{e.city, "spiffe://city.example.vn/ops/center", `{}`},
 	} {
-		svid, err := tc.ca.Issue(spiffeid.RequireFromString(tc.id), time.Hour)
+		st, body, err := e.ask(t, addr, tc.ca, tc.id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		roots := pki.NewTrustBundles()
-		roots.Set(city.TrustDomain(), city.Roots())
-		tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), roots, []string{wire.ALPNH3},
-			spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
-		cl := h3(t, tlsConf)
-		st, body := get(t, cl, "https://"+pc.LocalAddr().String()+"/health.records/Patient/1", "treatment")
 		if st != http.StatusForbidden || !strings.Contains(body, tc.want) {
 			t.Errorf("%s: %d %s; want the attributes %s", tc.id, st, body, tc.want)
 		}
@@ -175,55 +211,12 @@ func h3(t *testing.T, tlsConf *tls.Config) *http.Client {
 // partner whose bundle file is unreadable is not added and the error names it, while the other
 // changes (a new trust level, a removal) take effect.
 func TestReloadFederationPartly(t *testing.T) {
-	dir := t.TempDir()
-	city, err := pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := pki.InitCA(filepath.Join(dir, "a"), spiffeid.RequireTrustDomainFromString("hospital-a.example.sg"), time.Now())
-	b, _ := pki.InitCA(filepath.Join(dir, "b"), spiffeid.RequireTrustDomainFromString("hospital-b.example.th"), time.Now())
-	os.MkdirAll(filepath.Join(dir, "policy"), 0o755)
-	os.WriteFile(filepath.Join(dir, "policy", "echo.rego"), []byte(`package ztgate
-
-decision := {"allow": false, "reasons": [{"code": "echo", "message": json.marshal(input.source.attributes)}]}
-`), 0o644)
-	fedA := gateway.Federation{TrustDomain: "hospital-a.example.sg", BundleFile: filepath.Join(dir, "a", pki.BundleFile), TrustLevel: "trusted", Country: "SG"}
-	fedB := gateway.Federation{TrustDomain: "hospital-b.example.th", BundleFile: filepath.Join(dir, "b", pki.BundleFile)}
-	cfg := &gateway.Config{
-		Listen: "127.0.0.1:0", SPIFFEID: "spiffe://city.example.vn/gateway/gw-1", CADir: filepath.Join(dir, "ca"),
-		Policy:     gateway.PolicyConfig{Bundle: filepath.Join(dir, "policy")},
-		Audit:      gateway.AuditConfig{Path: filepath.Join(dir, "audit.db")},
-		Federation: []gateway.Federation{fedA, fedB},
-	}
+	e := newEchoCity(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rt, err := gateway.Build(ctx, cfg, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.Serve(ctx, pc)
-	ask := func(ca *pki.CA, id string) (int, string, error) {
-		svid, err := ca.Issue(spiffeid.RequireFromString(id), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		roots := pki.NewTrustBundles()
-		roots.Set(city.TrustDomain(), city.Roots())
-		tlsConf := pki.ClientTLSConfig(pki.NewSource(svid, nil, nil, time.Now), roots, []string{wire.ALPNH3},
-			spiffeid.MatchID(spiffeid.RequireFromString("spiffe://city.example.vn/gateway/gw-1")), time.Now)
-		resp, err := h3(t, tlsConf).Get("https://" + pc.LocalAddr().String() + "/health.records/Patient/1")
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body), nil
-	}
+	rt, cfg, addr := e.serve(t, ctx, e.fedA, e.fedB)
+	a, b, fedA, dir := e.a, e.b, e.fedA, e.dir
+	ask := func(ca *pki.CA, id string) (int, string, error) { return e.ask(t, addr, ca, id) }
 	if _, body, err := ask(b, "spiffe://hospital-b.example.th/ehr"); err != nil || !strings.Contains(body, `{\"federated\":true}`) {
 		t.Fatalf("hospital B before the reload: %v %s", err, body)
 	}
@@ -240,8 +233,7 @@ decision := {"allow": false, "reasons": [{"code": "echo", "message": json.marsha
 		{TrustDomain: fedA.TrustDomain, BundleFile: fedA.BundleFile, TrustLevel: "restricted", Country: "SG"},
 		{TrustDomain: "hospital-c.example.my", BundleFile: filepath.Join(dir, "missing.pem")},
 	}
-	err = rt.Reload(ctx, &next)
-	if err == nil || !strings.Contains(err.Error(), "hospital-c.example.my: not added") {
+	if err := rt.Reload(ctx, &next); err == nil || !strings.Contains(err.Error(), "hospital-c.example.my: not added") {
 		t.Fatalf("reload: %v; want hospital C not added", err)
 	}
 	if _, body, err := ask(a, "spiffe://hospital-a.example.sg/ehr"); err != nil || !strings.Contains(body, `\"trust_level\":\"restricted\"`) {
