@@ -23,6 +23,28 @@ import (
 	"github.com/ztgate/ztgate/pki"
 )
 
+// spireGatewayConfig writes the config of the city's gateway taking its identity from the SPIRE
+// agent ag, serving its bundle endpoint (https_spiffe) and deciding with the city's bundle.
+func spireGatewayConfig(t *testing.T, dir, addr, endpoint string, ag *testenv.SPIREAgent) string {
+	t.Helper()
+	bundle, _ := filepath.Abs("../policies/city")
+	return writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
+spiffe_id: %s
+country: VN
+identity:
+  source: spire
+  socket: %s
+bundle_endpoint:
+  listen: %s
+  profile: https_spiffe
+policy:
+  bundle: %s
+  deadline: 200ms
+audit:
+  path: state/audit.db
+`, addr, gatewayID, ag.SocketAddr(), endpoint, bundle))
+}
+
 // TestSPIREIdentities runs a gateway and two connect processes that all take their SVIDs from
 // one SPIRE server, with no built-in CA and no join token. SPIRE's unix workload attestor cannot
 // tell apart processes of one binary run by one user, so each ztgate process asks an agent of
@@ -38,23 +60,8 @@ func TestSPIREIdentities(t *testing.T) {
 	agOps.Entry(t, opsID, 0)
 
 	dir := t.TempDir()
-	bundle, _ := filepath.Abs("../policies/city")
 	addr, endpoint := freeUDP(t), freeTCP(t)
-	cfg := writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
-spiffe_id: %s
-country: VN
-identity:
-  source: spire
-  socket: %s
-bundle_endpoint:
-  listen: %s
-  profile: https_spiffe
-policy:
-  bundle: %s
-  deadline: 200ms
-audit:
-  path: state/audit.db
-`, addr, gatewayID, agGW.SocketAddr(), endpoint, bundle))
+	cfg := spireGatewayConfig(t, dir, addr, endpoint, agGW)
 	if out := mustRun(t, "validate", cfg); !strings.Contains(out, "valid gateway config") {
 		t.Fatalf("validate: %s", out)
 	}
@@ -236,23 +243,8 @@ func TestSPIREFederatedHospital(t *testing.T) {
 	dir := t.TempDir()
 	cityBundle := writeFile(t, filepath.Join(dir, "city-bundle.pem"), citySPIRE.Bundle(t))
 	hospBundle := writeFile(t, filepath.Join(dir, "hospital-bundle.pem"), hospSPIRE.Bundle(t))
-	policy, _ := filepath.Abs("../policies/city")
 	addr, endpoint := freeUDP(t), freeTCP(t)
-	cfg := writeFile(t, filepath.Join(dir, "gateway.yaml"), fmt.Sprintf(`listen: %s
-spiffe_id: %s
-country: VN
-identity:
-  source: spire
-  socket: %s
-bundle_endpoint:
-  listen: %s
-  profile: https_spiffe
-policy:
-  bundle: %s
-  deadline: 200ms
-audit:
-  path: state/audit.db
-`, addr, gatewayID, agGW.SocketAddr(), endpoint, policy))
+	cfg := spireGatewayConfig(t, dir, addr, endpoint, agGW)
 	mustRun(t, "pki", "federate", "add", "--config", cfg, "--trust-domain", hospTD, "--url", hospSPIRE.BundleEndpointURL,
 		"--profile", "https_spiffe", "--endpoint-spiffe-id", hospSPIRE.ServerID().String(), "--bootstrap-bundle", hospBundle,
 		"--trust-level", "trusted", "--country", "SG")
