@@ -203,16 +203,35 @@ func TestAuditUnavailableAlertWaitsForTheStore(t *testing.T) {
 	}
 }
 
-// A store slower than the append timeout gets each alert record once: the Watcher counts the
-// wait as a failure, waits for the same append at the next flush, and never appends again.
-func TestSlowStoreGetsOneAppend(t *testing.T) {
+// slowStoreWatcher is a Watcher whose store holds every append until l.gate is closed, with a
+// 20 ms append timeout and a running webhook.
+func slowStoreWatcher(t *testing.T) (*Watcher, *memLog, *hook) {
+	t.Helper()
 	h := newHook(t)
 	w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t) })
 	w.appendTimeout = 20 * time.Millisecond
-	hctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go w.opts.Webhook.Run(hctx)
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go w.opts.Webhook.Run(ctx)
 	l.gate = make(chan struct{})
+	return w, l, h
+}
+
+// count is how many alerts of code the webhook received.
+func (h *hook) count(code string) int {
+	n := 0
+	for _, a := range h.got() {
+		if a.Code == code {
+			n++
+		}
+	}
+	return n
+}
+
+// A store slower than the append timeout gets each alert record once: the Watcher counts the
+// wait as a failure, waits for the same append at the next flush, and never appends again.
+func TestSlowStoreGetsOneAppend(t *testing.T) {
+	w, l, h := slowStoreWatcher(t)
 	w.Report(CodeVerificationFailed, "index 12 does not match")
 	for range 3 {
 		w.flush(context.Background())
@@ -239,13 +258,7 @@ func TestSlowStoreGetsOneAppend(t *testing.T) {
 	}
 	waitUntil(t, "the webhook", func() bool { return len(h.got()) >= 1 })
 	time.Sleep(50 * time.Millisecond)
-	n := 0
-	for _, a := range h.got() {
-		if a.Code == CodeVerificationFailed {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := h.count(CodeVerificationFailed); n != 1 {
 		t.Errorf("%d webhook deliveries of the alert, want 1", n)
 	}
 	if a := findAlert(w.Recent(), CodeVerificationFailed); a.AuditIndex == nil {
@@ -257,13 +270,7 @@ func TestSlowStoreGetsOneAppend(t *testing.T) {
 // acknowledgement, it is still the Watcher's own: not forwarded as another's alert, not appended
 // again.
 func TestSlowAppendFoundByFollowing(t *testing.T) {
-	h := newHook(t)
-	w, l, _ := newTestWatcher(t, Config{}, func(o *Options) { o.Webhook = h.webhook(t) })
-	w.appendTimeout = 20 * time.Millisecond
-	hctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go w.opts.Webhook.Run(hctx)
-	l.gate = make(chan struct{})
+	w, l, h := slowStoreWatcher(t)
 	w.Report(CodeVerificationFailed, "index 12 does not match")
 	w.flush(context.Background())
 	close(l.gate)
@@ -272,13 +279,7 @@ func TestSlowAppendFoundByFollowing(t *testing.T) {
 	w.flush(context.Background())
 	waitUntil(t, "the webhook", func() bool { return len(h.got()) >= 1 })
 	time.Sleep(50 * time.Millisecond)
-	n := 0
-	for _, a := range h.got() {
-		if a.Code == CodeVerificationFailed {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := h.count(CodeVerificationFailed); n != 1 {
 		t.Errorf("%d webhook deliveries of the alert, want 1", n)
 	}
 	if got := len(recordsOf(l, CodeVerificationFailed)); got != 1 {
