@@ -304,7 +304,7 @@ func (g *Gateway) serveConn(ctx context.Context, conn *quic.Conn) {
 	// against the old one; the reload closes the connections it finds registered, so a partner's
 	// connection registered just after is checked again against the bundle in force now.
 	if p.id.TrustDomain() != g.opts.ID.TrustDomain() {
-		if _, _, err := g.opts.Bundles.Verify(rawChain(cs.PeerCertificates), g.now()); err != nil {
+		if _, _, err := g.opts.Bundles.Verify(pki.RawChain(cs.PeerCertificates), g.now()); err != nil {
 			g.logger.InfoContext(ctx, "closing connection: the peer's trust domain changed during its handshake", "peer", p.id.String(), "err", err)
 			conn.CloseWithError(closeDefederated, "trust domain no longer federated")
 			return
@@ -615,14 +615,6 @@ func (g *Gateway) serveEnrol(ctx context.Context, conn *quic.Conn) {
 		code = CodeUnavailable
 	}
 	refuse(code, err.Error())
-}
-
-func rawChain(certs []*x509.Certificate) [][]byte {
-	out := make([][]byte, len(certs))
-	for i, c := range certs {
-		out[i] = c.Raw
-	}
-	return out
 }
 
 // lingerForPeer waits, bounded, for the peer to close an enrolment connection: closing it at once

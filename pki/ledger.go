@@ -145,19 +145,6 @@ func (l *TokenLedger) Close() error {
 	return err
 }
 
-// consume records token id (expiring at exp) as used, durably, or reports
-// ErrTokenUsed if it already was.
-func (l *TokenLedger) consume(id string, exp, now time.Time) error {
-	if err := l.hold(id, now); err != nil {
-		return err
-	}
-	if err := l.commit(id, exp); err != nil {
-		l.release(id)
-		return err
-	}
-	return nil
-}
-
 // hold claims token id for one redemption in progress: a second redemption of it is refused
 // (ErrTokenUsed) until release, and for good after commit.
 func (l *TokenLedger) hold(id string, now time.Time) error {

@@ -38,14 +38,19 @@ type SVID struct {
 	PrivateKey   crypto.Signer
 }
 
+// RawChain is the DER of each certificate of chain, in order: what TrustBundles.Verify takes.
+func RawChain(chain []*x509.Certificate) [][]byte {
+	raw := make([][]byte, len(chain))
+	for i, c := range chain {
+		raw[i] = c.Raw
+	}
+	return raw
+}
+
 // TLSCertificate returns the SVID as a certificate for crypto/tls, with Leaf
 // set so the handshake does not parse it again.
 func (s *SVID) TLSCertificate() *tls.Certificate {
-	chain := make([][]byte, len(s.Certificates))
-	for i, c := range s.Certificates {
-		chain[i] = c.Raw
-	}
-	tc := &tls.Certificate{Certificate: chain, PrivateKey: s.PrivateKey}
+	tc := &tls.Certificate{Certificate: RawChain(s.Certificates), PrivateKey: s.PrivateKey}
 	if len(s.Certificates) > 0 {
 		tc.Leaf = s.Certificates[0]
 	}

@@ -221,12 +221,8 @@ func isSelfSigned(c *x509.Certificate) bool {
 // checkLeaf holds Vault's leaf to what peers and the built-in CA require of an SVID.
 func (v *VaultIssuer) checkLeaf(chain []*x509.Certificate, csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration) error {
 	leaf := chain[0]
-	raw := make([][]byte, len(chain))
-	for i, c := range chain {
-		raw[i] = c.Raw
-	}
 	now := v.now()
-	got, _, err := v.bundles.Verify(raw, now)
+	got, _, err := v.bundles.Verify(RawChain(chain), now)
 	if err != nil {
 		return err
 	}

@@ -277,8 +277,8 @@ func TestPKIRewrapKeys(t *testing.T) {
 	bundle, _ := filepath.Abs("../../policies/city")
 	pki.InitCA(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("city.example.vn"), time.Now())
 	base := "listen: 127.0.0.1:0\nspiffe_id: spiffe://city.example.vn/gateway/gw-1\nca_dir: ca\npolicy:\n  bundle: " + bundle + "\naudit:\n  path: state/audit.db\n"
-	oldCfg := writeTestFile(t, filepath.Join(dir, "old.yaml"), base)
-	newCfg := writeTestFile(t, filepath.Join(dir, "gateway.yaml"), base+"keys:\n  master_key: state/new-master.key\n")
+	writeFiles(t, dir, map[string]string{"old.yaml": base, "gateway.yaml": base + "keys:\n  master_key: state/new-master.key\n"})
+	oldCfg, newCfg := filepath.Join(dir, "old.yaml"), filepath.Join(dir, "gateway.yaml")
 	build := func(path string) error {
 		c, err := gateway.LoadConfig(path)
 		if err != nil {
@@ -313,7 +313,8 @@ func TestPKIRewrapKeys(t *testing.T) {
 		t.Fatalf("a second run: %d\n%s", code, out)
 	}
 
-	other := writeTestFile(t, filepath.Join(dir, "other.yaml"), strings.Replace(base, "audit:\n  path: state/audit.db", "audit:\n  path: elsewhere/audit.db", 1))
+	writeFiles(t, dir, map[string]string{"other.yaml": strings.Replace(base, "audit:\n  path: state/audit.db", "audit:\n  path: elsewhere/audit.db", 1)})
+	other := filepath.Join(dir, "other.yaml")
 	if code, out := runMain("pki", "rewrap-keys", "--config", newCfg, "--from", other); code != 1 || !strings.Contains(out, "changes the KEK of one key folder") {
 		t.Errorf("--from another key folder: %d\n%s", code, out)
 	}
@@ -328,12 +329,4 @@ func TestPKIRewrapKeys(t *testing.T) {
 	if code, out := runMain("pki", "rewrap-keys", "--config", newCfg, "--from", oldCfg); code != 1 || !strings.Contains(out, "keyset pseudonym-research opens under neither KEK") {
 		t.Errorf("a keyset under a third KEK: %d\n%s", code, out)
 	}
-}
-
-func writeTestFile(t *testing.T, path, content string) string {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
