@@ -156,15 +156,12 @@ func (k *Keyring) Reload() (int, error) {
 	}
 	fresh := make(map[string]*keyset.Handle, len(names))
 	for _, name := range names {
-		data, err := os.ReadFile(k.path(name))
+		data, err := readKeysetFile(k.path(name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // shredded meanwhile
 		}
 		if err != nil {
 			return 0, fmt.Errorf("reloading keyset %s: %w", name, err)
-		}
-		if len(data) > maxKeysetBytes {
-			return 0, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadKey, k.path(name), maxKeysetBytes)
 		}
 		h, err := readKeysetUnder(data, name, k.kek)
 		if err != nil {
@@ -239,15 +236,10 @@ func (k *Keyring) loadLocked(name string) (*keyset.Handle, error) {
 	if h, ok := k.cache[name]; ok {
 		return h, nil
 	}
-	f, err := os.Open(k.path(name))
+	data, err := readKeysetFile(k.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("reading keyset %s: %w", name, err)
-	}
-	defer f.Close()
-	data, err := readBounded(f, k.path(name))
 	if err != nil {
 		return nil, fmt.Errorf("reading keyset %s: %w", name, err)
 	}
@@ -355,6 +347,16 @@ func (k *Keyring) Names(prefix string) ([]string, error) {
 		}
 	}
 	return names, nil // os.ReadDir sorts by file name
+}
+
+// readKeysetFile reads a keyset file within maxKeysetBytes; a missing file wraps fs.ErrNotExist.
+func readKeysetFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readBounded(f, path)
 }
 
 func readBounded(f *os.File, path string) ([]byte, error) {

@@ -38,15 +38,12 @@ func (k *Keyring) Rewrap(from tink.AEAD) ([]string, error) {
 	defer k.mu.Unlock()
 	var done []string
 	for _, name := range names {
-		data, err := os.ReadFile(k.path(name))
+		data, err := readKeysetFile(k.path(name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // shredded since it was listed
 		}
 		if err != nil {
 			return done, fmt.Errorf("reading keyset %s: %w", name, err)
-		}
-		if len(data) > maxKeysetBytes {
-			return done, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadKey, k.path(name), maxKeysetBytes)
 		}
 		h, err := readKeysetUnder(data, name, k.kek, from)
 		if err != nil {
