@@ -181,7 +181,12 @@ func (c *Config) validateFederation(own spiffeid.TrustDomain) []error {
 			errs = append(errs, errors.New("bundle_endpoint.refresh_hint must not be negative"))
 		}
 	}
-	r := c.FederationRefresh
+	return append(errs, c.FederationRefresh.Validate()...)
+}
+
+// Validate checks the refresh bounds, for a gateway's and a connector's config alike.
+func (r FederationRefresh) Validate() []error {
+	var errs []error
 	if r.Min < 0 || r.Max < 0 || r.Timeout < 0 {
 		errs = append(errs, errors.New("federation_refresh: min, max and timeout must not be negative"))
 	}

@@ -167,10 +167,7 @@ func (c *Config) Validate() error {
 	if c.Issuer != "" && c.Identity.SPIRE() {
 		errs = append(errs, errors.New("issuer is for the built-in CA: with identity.source: spire the agent renews the SVID"))
 	}
-	r := c.FederationRefresh
-	if r.Min < 0 || r.Max < 0 || r.Timeout < 0 || (r.Min > 0 && r.Min < time.Second) || (r.Max > 0 && r.Max < r.Min) || r.Timeout > time.Minute {
-		errs = append(errs, errors.New("federation_refresh: min at least 1s, max not below min, timeout at most 1m, none negative"))
-	}
+	errs = append(errs, c.FederationRefresh.Validate()...)
 	if err := c.Identity.Validate(); err != nil {
 		errs = append(errs, err)
 	}

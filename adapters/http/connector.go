@@ -344,15 +344,18 @@ func (c *Connector) authorizeIssuer(id spiffeid.ID) error {
 }
 
 // federate installs the bundles of the trust domains in the federation list, and returns the
-// refreshers of those with bundle endpoints.
-func (c *Connector) federate() ([]*pki.Refresher, error) {
+// refreshers of those with bundle endpoints and the trust domains the list owns.
+func (c *Connector) federate() ([]*pki.Refresher, map[spiffeid.TrustDomain]bool, error) {
 	var out []*pki.Refresher
+	managed := map[spiffeid.TrustDomain]bool{}
 	logger := c.logger.With("component", "federation")
 	cacheDir := ""
 	if c.cfg.StateDir != "" {
 		cacheDir = filepath.Join(c.cfg.StateDir, "federation")
 	}
 	for _, f := range c.cfg.Federation {
+		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
+		managed[td] = true
 		r, err := f.Trust(c.bundles, gateway.TrustOptions{
 			CacheDir: cacheDir, Refresh: c.cfg.FederationRefresh, Logger: logger,
 			OnUpdate: func(b *spiffebundle.Bundle) {
@@ -365,13 +368,13 @@ func (c *Connector) federate() ([]*pki.Refresher, error) {
 			},
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if r != nil {
 			out = append(out, r)
 		}
 	}
-	return out, nil
+	return out, managed, nil
 }
 
 func (c *Connector) authorizeGateway(id spiffeid.ID) error {
@@ -538,14 +541,9 @@ func (c *Connector) announce(ctx context.Context, gc *gwConn) error {
 
 // Run connects and serves until ctx is done.
 func (c *Connector) Run(ctx context.Context) error {
-	refreshers, err := c.federate()
+	refreshers, managed, err := c.federate()
 	if err != nil {
 		return err
-	}
-	managed := map[spiffeid.TrustDomain]bool{}
-	for _, f := range c.cfg.Federation {
-		td, _ := spiffeid.TrustDomainFromString(f.TrustDomain)
-		managed[td] = true
 	}
 	if c.cfg.Identity.SPIRE() {
 		s, err := pki.NewSPIRESource(ctx, pki.SPIREOptions{
